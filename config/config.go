@@ -1,0 +1,116 @@
+// Package config is the configuration of cohortsync: one struct with YAML tags,
+// its defaults, loading from a YAML file, COHORTSYNC_* environment variables and
+// command-line flags (in that order of precedence), and one validation pass at
+// start-up that reports every problem with its field path.
+//
+// Every setting has an environment variable named after its YAML path,
+// upper-cased and joined with "_" behind COHORTSYNC_: kafka.sasl.password is
+// COHORTSYNC_KAFKA_SASL_PASSWORD. Lists are comma-separated. Partners, a map,
+// use COHORTSYNC_PARTNERS_<NAME>_API_KEY and COHORTSYNC_PARTNERS_<NAME>_ENABLED,
+// where NAME, lower-cased, is the partner's name; such a variable can add a
+// partner. testdata/full.yaml shows every key.
+package config
+
+import (
+	"time"
+
+	kafka "github.com/cohortsync/cohortsync/connectors/kafka"
+)
+
+// EnvPrefix starts the name of every environment variable that configures cohortsync.
+const EnvPrefix = "COHORTSYNC_"
+
+// envelopeRoom is what a landed record may add around the request body it
+// carries (schema version, ids, timestamps, JSON escaping of headers). Keeping
+// ingest.max_body_bytes this far below kafka.max_message_bytes means a request
+// the API accepted can always be landed as one Kafka message.
+const envelopeRoom = 16 << 10
+
+// Config is the whole configuration of one cohortsync process.
+type Config struct {
+	// DataDir holds everything the process keeps on local disk (the embedded
+	// broker's log, Parquet output).
+	DataDir  string `yaml:"data_dir"`
+	HTTPAddr string `yaml:"http_addr"`
+	// AdminToken guards the admin API. Empty means the service generates one
+	// at first start and keeps it.
+	AdminToken      string        `yaml:"admin_token"`
+	Log             Log           `yaml:"log"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Partners are keyed by the name used in /partners/{partner}/... paths.
+	Partners   Partners     `yaml:"partners"`
+	Ingest     Ingest       `yaml:"ingest"`
+	Kafka      kafka.Config `yaml:"kafka"`
+	Embedded   Embedded     `yaml:"embedded"`
+	ClickHouse ClickHouse   `yaml:"clickhouse"`
+}
+
+// Log configures the process logger.
+type Log struct {
+	// Level is one of debug, info, warn, error.
+	Level string `yaml:"level"`
+	// Format is json or text.
+	Format string `yaml:"format"`
+}
+
+// Partners maps a partner's name to its settings.
+type Partners map[string]Partner
+
+// Partner is one analytics tool allowed to push cohorts.
+type Partner struct {
+	// APIKey is the partner_api_key the partner sends. Empty means the
+	// service generates one once and keeps it.
+	APIKey  string `yaml:"api_key"`
+	Enabled bool   `yaml:"enabled"`
+}
+
+// Ingest bounds what the partner API accepts.
+type Ingest struct {
+	MaxBodyBytes     int `yaml:"max_body_bytes"`
+	RateLimitPerHour int `yaml:"rate_limit_per_hour"`
+	RateBurst        int `yaml:"rate_burst"`
+}
+
+// Embedded configures the in-process broker started when kafka.brokers is empty.
+type Embedded struct {
+	// KafkaAddr is where the embedded broker listens; port 0 picks a free one.
+	KafkaAddr string `yaml:"kafka_addr"`
+}
+
+// ClickHouse is carried for the ClickHouse sink of a later release; empty Addr disables it.
+type ClickHouse struct {
+	Addr     string `yaml:"addr"`
+	Database string `yaml:"database"`
+}
+
+// Default returns the configuration used when nothing is set: the embedded
+// deployment on one machine.
+func Default() Config {
+	// Every tool known to speak the cohort import API starts enabled, so a
+	// fresh install accepts any of them as soon as a data import key exists.
+	partners := make(Partners)
+	for _, name := range []string{"mixpanel", "amplitude", "heap", "hightouch", "census", "segment"} {
+		partners[name] = newPartner()
+	}
+	return Config{
+		DataDir:         "./data",
+		HTTPAddr:        "127.0.0.1:8080",
+		Log:             Log{Level: "info", Format: "json"},
+		ShutdownTimeout: 15 * time.Second,
+		Partners:        partners,
+		Ingest: Ingest{
+			MaxBodyBytes:     512 << 10,
+			RateLimitPerHour: 250_000,
+			RateBurst:        1000,
+		},
+		Kafka:      kafka.DefaultConfig(),
+		Embedded:   Embedded{KafkaAddr: "127.0.0.1:0"},
+		ClickHouse: ClickHouse{Database: "cohortsync"},
+	}
+}
+
+// newPartner is the starting point of a partner named in a file or an env var:
+// naming a partner is taken as wanting it, so it is enabled unless it says otherwise.
+func newPartner() Partner {
+	return Partner{Enabled: true}
+}

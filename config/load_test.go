@@ -1,0 +1,490 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// load runs Load the way the binary does: flags registered by BindFlags and
+// parsed from args, with --config pointing at yamlText when it is not empty.
+func load(t *testing.T, yamlText string, env map[string]string, args ...string) (Config, error) {
+	t.Helper()
+	if yamlText != "" {
+		path := filepath.Join(t.TempDir(), "cohortsync.yaml")
+		if err := os.WriteFile(path, []byte(yamlText), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"--config", path}, args...)
+	}
+	flags := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	BindFlags(flags)
+	if err := flags.Parse(args); err != nil {
+		t.Fatalf("parsing flags %q: %v", args, err)
+	}
+	return Load(LoadOptions{Env: env, Flags: flags})
+}
+
+func TestLoadPrecedence(t *testing.T) {
+	t.Parallel()
+	const file = `
+data_dir: /from/file
+http_addr: 10.0.0.1:1000
+log: {level: warn}
+shutdown_timeout: 30s
+kafka:
+  brokers: [file-1:9092, file-2:9092]
+  partitions: 3
+clickhouse: {addr: file-ch:9000, database: filedb}
+ingest: {rate_limit_per_hour: 100}
+`
+	tests := []struct {
+		name string
+		file string
+		env  map[string]string
+		args []string
+		want func(*Config)
+	}{
+		{
+			name: "defaults",
+			want: func(*Config) {},
+		},
+		{
+			name: "file over defaults",
+			file: file,
+			want: func(c *Config) {
+				c.DataDir = "/from/file"
+				c.HTTPAddr = "10.0.0.1:1000"
+				c.Log.Level = "warn"
+				c.ShutdownTimeout = 30 * time.Second
+				c.Kafka.Brokers = []string{"file-1:9092", "file-2:9092"}
+				c.Kafka.Partitions = 3
+				c.ClickHouse = ClickHouse{Addr: "file-ch:9000", Database: "filedb"}
+				c.Ingest.RateLimitPerHour = 100
+			},
+		},
+		{
+			name: "env over file",
+			file: file,
+			env: map[string]string{
+				"COHORTSYNC_DATA_DIR":                   "/from/env",
+				"COHORTSYNC_HTTP_ADDR":                  "10.0.0.2:2000",
+				"COHORTSYNC_LOG_LEVEL":                  "error",
+				"COHORTSYNC_SHUTDOWN_TIMEOUT":           "1m",
+				"COHORTSYNC_KAFKA_BROKERS":              " env-1:9092 , env-2:9092,",
+				"COHORTSYNC_KAFKA_PARTITIONS":           "24",
+				"COHORTSYNC_KAFKA_SASL_PASSWORD":        "from-env",
+				"COHORTSYNC_CLICKHOUSE_ADDR":            "env-ch:9000",
+				"COHORTSYNC_CLICKHOUSE_DATABASE":        "envdb",
+				"COHORTSYNC_INGEST_RATE_LIMIT_PER_HOUR": "200",
+				"COHORTSYNC_ADMIN_TOKEN":                "token-from-env-0123",
+				"UNRELATED":                             "ignored",
+			},
+			want: func(c *Config) {
+				c.DataDir = "/from/env"
+				c.HTTPAddr = "10.0.0.2:2000"
+				c.Log.Level = "error"
+				c.ShutdownTimeout = time.Minute
+				c.Kafka.Brokers = []string{"env-1:9092", "env-2:9092"}
+				c.Kafka.Partitions = 24
+				c.Kafka.SASL.Password = "from-env"
+				c.ClickHouse = ClickHouse{Addr: "env-ch:9000", Database: "envdb"}
+				c.Ingest.RateLimitPerHour = 200
+				c.AdminToken = "token-from-env-0123"
+			},
+		},
+		{
+			name: "flags over env over file",
+			file: file,
+			env: map[string]string{
+				"COHORTSYNC_DATA_DIR":      "/from/env",
+				"COHORTSYNC_HTTP_ADDR":     "10.0.0.2:2000",
+				"COHORTSYNC_LOG_LEVEL":     "error",
+				"COHORTSYNC_KAFKA_BROKERS": "env-1:9092",
+			},
+			args: []string{
+				"--data-dir", "/from/flag",
+				"--http-addr", "10.0.0.3:3000",
+				"--log-level", "debug",
+				"--kafka-brokers", "flag-1:9092,flag-2:9092",
+				"--clickhouse-addr", "flag-ch:9000",
+				"--clickhouse-database", "flagdb",
+			},
+			want: func(c *Config) {
+				c.DataDir = "/from/flag"
+				c.HTTPAddr = "10.0.0.3:3000"
+				c.Log.Level = "debug"
+				c.ShutdownTimeout = 30 * time.Second
+				c.Kafka.Brokers = []string{"flag-1:9092", "flag-2:9092"}
+				c.Kafka.Partitions = 3
+				c.ClickHouse = ClickHouse{Addr: "flag-ch:9000", Database: "flagdb"}
+				c.Ingest.RateLimitPerHour = 100
+			},
+		},
+		{
+			// Only flags the user typed count: a flag's default must not hide env.
+			name: "unset flags keep env",
+			env:  map[string]string{"COHORTSYNC_HTTP_ADDR": "10.0.0.2:2000"},
+			args: []string{"--data-dir", "/from/flag"},
+			want: func(c *Config) {
+				c.HTTPAddr = "10.0.0.2:2000"
+				c.DataDir = "/from/flag"
+			},
+		},
+		{
+			// ...while a flag typed with the default's value still wins.
+			name: "flag equal to default still wins",
+			env:  map[string]string{"COHORTSYNC_HTTP_ADDR": "10.0.0.2:2000"},
+			args: []string{"--http-addr", "127.0.0.1:8080"},
+			want: func(*Config) {},
+		},
+		{
+			name: "repeated broker flags add up",
+			args: []string{"--kafka-brokers", "a:1", "--kafka-brokers", "b:2"},
+			want: func(c *Config) { c.Kafka.Brokers = []string{"a:1", "b:2"} },
+		},
+		{
+			name: "empty broker flag selects the embedded broker",
+			file: file,
+			args: []string{"--kafka-brokers="},
+			want: func(c *Config) {
+				c.DataDir = "/from/file"
+				c.HTTPAddr = "10.0.0.1:1000"
+				c.Log.Level = "warn"
+				c.ShutdownTimeout = 30 * time.Second
+				c.Kafka.Brokers = []string{}
+				c.Kafka.Partitions = 3
+				c.ClickHouse = ClickHouse{Addr: "file-ch:9000", Database: "filedb"}
+				c.Ingest.RateLimitPerHour = 100
+			},
+		},
+		{
+			name: "empty broker env selects the embedded broker",
+			file: file,
+			env:  map[string]string{"COHORTSYNC_KAFKA_BROKERS": ""},
+			want: func(c *Config) {
+				c.DataDir = "/from/file"
+				c.HTTPAddr = "10.0.0.1:1000"
+				c.Log.Level = "warn"
+				c.ShutdownTimeout = 30 * time.Second
+				c.Kafka.Partitions = 3
+				c.ClickHouse = ClickHouse{Addr: "file-ch:9000", Database: "filedb"}
+				c.Ingest.RateLimitPerHour = 100
+			},
+		},
+		{
+			name: "empty file",
+			file: "# nothing here\n",
+			want: func(*Config) {},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := load(t, tt.file, tt.env, tt.args...)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			want := Default()
+			tt.want(&want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Load:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestLoadFileOption(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opt := filepath.Join(dir, "option.yaml")
+	flag := filepath.Join(dir, "flag.yaml")
+	if err := os.WriteFile(opt, []byte("data_dir: /from/option\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(flag, []byte("data_dir: /from/flag-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	flags := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	BindFlags(flags)
+	if err := flags.Parse([]string{"--config", flag}); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := Load(LoadOptions{File: opt, Flags: flags})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.DataDir != "/from/option" {
+		t.Errorf("LoadOptions.File should win over --config: data_dir = %q", got.DataDir)
+	}
+	got, err = Load(LoadOptions{Flags: flags})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.DataDir != "/from/flag-file" {
+		t.Errorf("--config not read: data_dir = %q", got.DataDir)
+	}
+}
+
+func TestLoadPartners(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		file string
+		env  map[string]string
+		want func(map[string]Partner)
+	}{
+		{
+			name: "defaults",
+			want: func(map[string]Partner) {},
+		},
+		{
+			name: "env sets a default partner's key and keeps it enabled",
+			env:  map[string]string{"COHORTSYNC_PARTNERS_MIXPANEL_API_KEY": "mixpanel-key-0123456789"},
+			want: func(p map[string]Partner) {
+				p["mixpanel"] = Partner{APIKey: "mixpanel-key-0123456789", Enabled: true}
+			},
+		},
+		{
+			name: "env disables a partner",
+			env:  map[string]string{"COHORTSYNC_PARTNERS_HEAP_ENABLED": "false"},
+			want: func(p map[string]Partner) { p["heap"] = Partner{} },
+		},
+		{
+			name: "env adds a partner, name lower-cased, underscores kept",
+			env: map[string]string{
+				"COHORTSYNC_PARTNERS_MY_TOOL_API_KEY": "my-tool-key-0123456789",
+				"COHORTSYNC_PARTNERS_OTHER_ENABLED":   "0",
+			},
+			want: func(p map[string]Partner) {
+				p["my_tool"] = Partner{APIKey: "my-tool-key-0123456789", Enabled: true}
+				p["other"] = Partner{}
+			},
+		},
+		{
+			// The suffix is matched first, so a partner whose name ends like a
+			// setting still parses.
+			name: "partner named like a setting",
+			env:  map[string]string{"COHORTSYNC_PARTNERS_X_ENABLED_API_KEY": "key-of-x-enabled-0123"},
+			want: func(p map[string]Partner) {
+				p["x_enabled"] = Partner{APIKey: "key-of-x-enabled-0123", Enabled: true}
+			},
+		},
+		{
+			name: "file partner with only a key stays enabled",
+			file: "partners:\n  amplitude: {api_key: amplitude-key-0123456789}\n  newtool: {api_key: newtool-key-0123456789}\n",
+			want: func(p map[string]Partner) {
+				p["amplitude"] = Partner{APIKey: "amplitude-key-0123456789", Enabled: true}
+				p["newtool"] = Partner{APIKey: "newtool-key-0123456789", Enabled: true}
+			},
+		},
+		{
+			name: "file partner named without settings is enabled",
+			file: "partners:\n  newtool:\n  heap:\n",
+			want: func(p map[string]Partner) { p["newtool"] = Partner{Enabled: true} },
+		},
+		{
+			name: "empty partners section keeps the defaults",
+			file: "partners:\n",
+			want: func(map[string]Partner) {},
+		},
+		{
+			name: "env over file",
+			file: "partners:\n  census: {enabled: false, api_key: census-key-from-file}\n",
+			env: map[string]string{
+				"COHORTSYNC_PARTNERS_CENSUS_ENABLED": "true",
+				"COHORTSYNC_PARTNERS_CENSUS_API_KEY": "census-key-from-env",
+			},
+			want: func(p map[string]Partner) {
+				p["census"] = Partner{APIKey: "census-key-from-env", Enabled: true}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := load(t, tt.file, tt.env)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			want := Default().Partners
+			tt.want(want)
+			if !reflect.DeepEqual(got.Partners, want) {
+				t.Errorf("partners:\n got %+v\nwant %+v", got.Partners, want)
+			}
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		file string
+		env  map[string]string
+		// want are substrings the error must contain.
+		want []string
+	}{
+		{
+			name: "unknown top-level key",
+			file: "data_dir: /x\nhtp_addr: 127.0.0.1:1\n",
+			want: []string{"line 2: unknown key htp_addr"},
+		},
+		{
+			name: "unknown nested keys, all reported",
+			file: "log:\n  levle: debug\nkafka:\n  tls: {cafile: x}\npartners:\n  mixpanel: {apikey: x}\n",
+			want: []string{"line 2: unknown key log.levle", "unknown key kafka.tls.cafile", "unknown key partners.mixpanel.apikey"},
+		},
+		{
+			name: "unknown key in merged mapping",
+			file: "log:\n  <<: {level: info, colour: red}\n",
+			want: []string{"unknown key log.colour"},
+		},
+		{
+			name: "wrong type in a partner",
+			file: "partners:\n  heap: {enabled: sometimes}\n",
+			want: []string{"partners.heap:", "sometimes"},
+		},
+		{
+			name: "wrong type in file",
+			file: "ingest:\n  max_body_bytes: lots\n",
+			want: []string{"cohortsync.yaml", "lots"},
+		},
+		{
+			name: "malformed file",
+			file: "data_dir: [\n",
+			want: []string{"cohortsync.yaml"},
+		},
+		{
+			name: "bad env values, all named",
+			env: map[string]string{
+				"COHORTSYNC_SHUTDOWN_TIMEOUT":           "15",
+				"COHORTSYNC_KAFKA_PARTITIONS":           "many",
+				"COHORTSYNC_INGEST_RATE_LIMIT_PER_HOUR": "1e6",
+				"COHORTSYNC_KAFKA_TLS_ENABLED":          "yes please",
+				"COHORTSYNC_PARTNERS_HEAP_ENABLED":      "maybe",
+			},
+			want: []string{
+				"COHORTSYNC_SHUTDOWN_TIMEOUT:",
+				"COHORTSYNC_KAFKA_PARTITIONS:",
+				"COHORTSYNC_INGEST_RATE_LIMIT_PER_HOUR:",
+				"COHORTSYNC_KAFKA_TLS_ENABLED:",
+				"COHORTSYNC_PARTNERS_HEAP_ENABLED:",
+			},
+		},
+		{
+			name: "unknown partner setting",
+			env:  map[string]string{"COHORTSYNC_PARTNERS_HEAP_APIKEY": "x"},
+			want: []string{"COHORTSYNC_PARTNERS_HEAP_APIKEY: unknown partner setting"},
+		},
+		{
+			name: "partner variable without a name",
+			env:  map[string]string{"COHORTSYNC_PARTNERS__API_KEY": "x"},
+			want: []string{"COHORTSYNC_PARTNERS__API_KEY: missing partner name"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := load(t, tt.file, tt.env)
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	t.Parallel()
+	_, err := Load(LoadOptions{File: filepath.Join(t.TempDir(), "absent.yaml")})
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("want a not-exist error, got %v", err)
+	}
+}
+
+// TestLoadFullFile loads a file that sets every key and checks that each
+// scalar setting moved off its default, so the file documents everything.
+func TestLoadFullFile(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(LoadOptions{File: filepath.Join("testdata", "full.yaml")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("testdata/full.yaml is not valid:\n%v", err)
+	}
+	got, def := reflect.ValueOf(cfg), reflect.ValueOf(Default())
+	for _, f := range envFields(got.Type(), EnvPrefix, nil) {
+		if reflect.DeepEqual(got.FieldByIndex(f.index).Interface(), def.FieldByIndex(f.index).Interface()) {
+			t.Errorf("testdata/full.yaml leaves the setting of %s at its default", f.name)
+		}
+	}
+	if p := cfg.Partners["heap"]; p.Enabled {
+		t.Errorf("partners.heap: %+v, want disabled", p)
+	}
+	if p := cfg.Partners["my_tool"]; !p.Enabled || p.APIKey != "my-tool-key-0123456789" {
+		t.Errorf("partners.my_tool: %+v", p)
+	}
+	if cfg.Kafka.ExportsRetention != 7*24*time.Hour {
+		t.Errorf("kafka.exports_retention: %s", cfg.Kafka.ExportsRetention)
+	}
+}
+
+// TestEnvNames pins the documented variable names and checks that every
+// setting has a distinct one whose value type the loader can parse.
+func TestEnvNames(t *testing.T) {
+	t.Parallel()
+	fields := envFields(reflect.TypeFor[Config](), EnvPrefix, nil)
+	var names []string
+	for _, f := range fields {
+		names = append(names, f.name)
+	}
+	for _, want := range []string{
+		"COHORTSYNC_DATA_DIR", "COHORTSYNC_HTTP_ADDR", "COHORTSYNC_ADMIN_TOKEN",
+		"COHORTSYNC_LOG_LEVEL", "COHORTSYNC_LOG_FORMAT", "COHORTSYNC_SHUTDOWN_TIMEOUT",
+		"COHORTSYNC_KAFKA_BROKERS", "COHORTSYNC_KAFKA_SASL_PASSWORD", "COHORTSYNC_KAFKA_PARTITIONS",
+		"COHORTSYNC_KAFKA_TOPICS_EXPORTS", "COHORTSYNC_EMBEDDED_KAFKA_ADDR",
+		"COHORTSYNC_CLICKHOUSE_ADDR", "COHORTSYNC_CLICKHOUSE_DATABASE",
+		"COHORTSYNC_INGEST_MAX_BODY_BYTES", "COHORTSYNC_INGEST_RATE_LIMIT_PER_HOUR", "COHORTSYNC_INGEST_RATE_BURST",
+	} {
+		if !slices.Contains(names, want) {
+			t.Errorf("no setting is named %s; have %v", want, names)
+		}
+	}
+	if len(slices.Compact(slices.Clone(names))) != len(names) {
+		t.Errorf("two settings share a variable name: %v", names)
+	}
+
+	samples := map[reflect.Kind]string{
+		reflect.String: "x", reflect.Bool: "true", reflect.Int: "7", reflect.Slice: "a:1,b:2",
+	}
+	env := make(map[string]string)
+	for _, f := range fields {
+		s, ok := samples[f.typ.Kind()]
+		if f.typ == durationType {
+			s, ok = "3s", true
+		}
+		if !ok {
+			t.Errorf("%s: no sample for %s; teach setFromString and this test the type", f.name, f.typ)
+			continue
+		}
+		env[f.name] = s
+	}
+	if _, err := Load(LoadOptions{Env: env}); err != nil {
+		t.Errorf("setting every variable: %v", err)
+	}
+}
