@@ -1,0 +1,226 @@
+package keys
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/cohortsync/cohortsync/adminauth"
+)
+
+const (
+	maxAdminBody = 16 << 10
+	// adminWriteTimeout bounds a create or revoke, so that a stalled Kafka
+	// answers 503 instead of holding the request open.
+	adminWriteTimeout = 15 * time.Second
+)
+
+// CreateRequest is the body of POST /v1/workspaces/{workspace}/keys.
+type CreateRequest struct {
+	Partner string `json:"partner"`
+	Label   string `json:"label,omitempty"`
+}
+
+// CreatedKey is the answer to a create: the only time the secret is shown.
+type CreatedKey struct {
+	KeyID        string    `json:"key_id"`
+	ClientSecret string    `json:"client_secret"`
+	Workspace    string    `json:"workspace"`
+	Partner      string    `json:"partner"`
+	Label        string    `json:"label"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// KeyInfo is a key as listed: never with its secret or its hash.
+type KeyInfo struct {
+	KeyID     string     `json:"key_id"`
+	Partner   string     `json:"partner"`
+	Label     string     `json:"label"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	Status    string     `json:"status"`
+}
+
+// KeyList is the answer to a list.
+type KeyList struct {
+	Keys []KeyInfo `json:"keys"`
+}
+
+// ErrorBody is every error answer of the admin API.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+// Info returns the listable view of k.
+func (k Key) Info() KeyInfo {
+	k = k.clone()
+	return KeyInfo{KeyID: k.ID, Partner: k.Partner, Label: k.Label, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt, Status: k.Status()}
+}
+
+// AdminAPI serves /v1/workspaces/{workspace}/keys.
+type AdminAPI struct {
+	store    *Store
+	auth     adminauth.Authorizer
+	partners func(name string) bool
+	log      *slog.Logger
+}
+
+// NewAdminAPI returns the admin API over store. partners reports whether a
+// partner is enabled; keys can only be created for enabled partners.
+func NewAdminAPI(store *Store, authorizer adminauth.Authorizer, partners func(name string) bool, logger *slog.Logger) (*AdminAPI, error) {
+	var errs []error
+	if store == nil {
+		errs = append(errs, errors.New("nil store"))
+	}
+	if authorizer == nil {
+		errs = append(errs, errors.New("nil authorizer"))
+	}
+	if partners == nil {
+		errs = append(errs, errors.New("nil partners function"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("keys: admin api: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &AdminAPI{store: store, auth: authorizer, partners: partners, log: logger.With("component", "keys-admin")}, nil
+}
+
+// Register adds the admin routes to mux.
+func (a *AdminAPI) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/workspaces/{workspace}/keys", a.guard(a.create))
+	mux.HandleFunc("GET /v1/workspaces/{workspace}/keys", a.guard(a.list))
+	mux.HandleFunc("DELETE /v1/workspaces/{workspace}/keys/{key_id}", a.guard(a.revoke))
+}
+
+// guard checks the token before anything else, so that unauthenticated
+// callers learn nothing, not even whether a workspace name is valid.
+func (a *AdminAPI) guard(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ws := r.PathValue("workspace")
+		if !a.auth.Authorize(r, ws) {
+			// Logged for auditing; the presented token itself never is.
+			a.log.WarnContext(r.Context(), "admin request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="cohortsync"`)
+			writeError(w, http.StatusUnauthorized, "missing or invalid admin token")
+			return
+		}
+		if !ValidWorkspace(ws) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("workspace %q must match %s", truncate(ws), namePattern))
+			return
+		}
+		h(w, r, ws)
+	}
+}
+
+func (a *AdminAPI) create(w http.ResponseWriter, r *http.Request, ws string) {
+	var req CreateRequest
+	if msg := decodeBody(w, r, &req); msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
+	if req.Partner == "" {
+		writeError(w, http.StatusBadRequest, "partner is required")
+		return
+	}
+	if !ValidPartner(req.Partner) || !a.partners(req.Partner) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("partner %q is unknown or not enabled", truncate(req.Partner)))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), adminWriteTimeout)
+	defer cancel()
+	k, secret, err := a.store.Create(ctx, ws, req.Partner, req.Label)
+	if err != nil {
+		a.storeError(w, r, "create key", err)
+		return
+	}
+	// The secret is in this body and nowhere else: keep it out of caches.
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, CreatedKey{
+		KeyID: k.ID, ClientSecret: secret, Workspace: k.Workspace,
+		Partner: k.Partner, Label: k.Label, CreatedAt: k.CreatedAt,
+	})
+}
+
+func (a *AdminAPI) list(w http.ResponseWriter, _ *http.Request, ws string) {
+	keys := a.store.List(ws)
+	out := KeyList{Keys: make([]KeyInfo, 0, len(keys))}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, k.Info())
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *AdminAPI) revoke(w http.ResponseWriter, r *http.Request, ws string) {
+	id := r.PathValue("key_id")
+	ctx, cancel := context.WithTimeout(r.Context(), adminWriteTimeout)
+	defer cancel()
+	if err := a.store.Revoke(ctx, ws, id); err != nil {
+		a.storeError(w, r, "revoke key", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *AdminAPI) storeError(w http.ResponseWriter, r *http.Request, op string, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, "key not found")
+	case errors.Is(err, ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	default:
+		a.log.ErrorContext(r.Context(), "key store unavailable", "op", op, "workspace", r.PathValue("workspace"), "error", err)
+		writeError(w, http.StatusServiceUnavailable, "key store unavailable, try again")
+	}
+}
+
+// decodeBody reads one JSON object into v and returns a message for the
+// client when that fails. Unknown fields are refused: for an admin API a
+// misspelt field is a mistake worth reporting, not something to ignore.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) string {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		var syntax *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooBig):
+			return fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)
+		case errors.Is(err, io.EOF):
+			return "request body must be a JSON object"
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return "malformed JSON: unexpected end of body"
+		case errors.As(err, &syntax):
+			return fmt.Sprintf("malformed JSON at byte %d", syntax.Offset)
+		case errors.As(err, &typ) && typ.Field == "":
+			return "request body must be a JSON object"
+		case errors.As(err, &typ):
+			return fmt.Sprintf("field %q must be a %s", typ.Field, typ.Type)
+		default:
+			// DisallowUnknownFields and other decoder complaints carry no
+			// request data beyond a field name.
+			return "invalid request body: " + truncate(err.Error())
+		}
+	}
+	if dec.More() {
+		return "request body must contain a single JSON object"
+	}
+	return ""
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, ErrorBody{Error: msg})
+}
