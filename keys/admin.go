@@ -142,10 +142,15 @@ func (a *AdminAPI) create(w http.ResponseWriter, r *http.Request, ws string) {
 	}
 	// The secret is in this body and nowhere else: keep it out of caches.
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, CreatedKey{
+	writeJSON(w, http.StatusCreated, NewCreatedKey(k, secret))
+}
+
+// NewCreatedKey is the one-time answer to a create: the key and its secret.
+func NewCreatedKey(k Key, secret string) CreatedKey {
+	return CreatedKey{
 		KeyID: k.ID, ClientSecret: secret, Workspace: k.Workspace,
 		Partner: k.Partner, Label: k.Label, CreatedAt: k.CreatedAt,
-	})
+	}
 }
 
 func (a *AdminAPI) list(w http.ResponseWriter, _ *http.Request, ws string) {

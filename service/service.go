@@ -5,15 +5,184 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/connectors/partnerapi"
+	"github.com/cohortsync/cohortsync/keys"
 )
 
+// FirstWorkspace is the workspace of the data import key created at first start.
+const FirstWorkspace = "default"
+
+// Options are the parts of a run that tests and the CLI choose.
+type Options struct {
+	// Out receives the one-time first-start banner (secrets), never the logs.
+	Out io.Writer
+	// Ready, when set, is called with the HTTP address once requests are accepted.
+	Ready func(addr string)
+}
+
 // Run serves until ctx is cancelled, then drains and returns.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	_ = ctx
-	_ = cfg
-	_ = log
-	return errors.New("service: not implemented yet")
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) error {
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	core, err := OpenCore(ctx, cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := core.Close(); err != nil {
+			log.Error("close", "err", err)
+		}
+	}()
+
+	creds, err := bootstrap(cfg.DataDir, cfg)
+	if err != nil {
+		return err
+	}
+	var firstKey string
+	if creds.firstStart {
+		setupCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		_, firstKey, err = core.Keys.Create(setupCtx, FirstWorkspace, "mixpanel", "created at first start")
+		cancel()
+		if err != nil {
+			return fmt.Errorf("service: first data import key: %w", err)
+		}
+	}
+
+	lander := core.Kafka.NewLander(core.Kafka.Config().Topics.Exports)
+	defer func() {
+		if err := lander.Close(); err != nil {
+			log.Error("close lander", "err", err)
+		}
+	}()
+
+	mux := http.NewServeMux()
+	api, err := partnerapi.New(partnerapi.Options{
+		Config:     partnerAPIConfig(cfg),
+		Partners:   creds.partners,
+		Verifier:   secretVerifier{core.Keys},
+		KeysFresh:  core.Keys.Healthy,
+		Lander:     lander,
+		Logger:     log,
+		Registerer: reg,
+	})
+	if err != nil {
+		return fmt.Errorf("service: partner api: %w", err)
+	}
+	api.Register(mux)
+	admin, err := keys.NewAdminAPI(core.Keys, creds.admin, func(name string) bool { _, ok := creds.partners[name]; return ok }, log)
+	if err != nil {
+		return fmt.Errorf("service: admin api: %w", err)
+	}
+	admin.Register(mux)
+
+	var ready atomic.Bool
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := readiness(r.Context(), core); err != nil || !ready.Load() {
+			msg := "starting"
+			if err != nil {
+				msg = err.Error()
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("service: listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	addr := ln.Addr().String()
+	ready.Store(true)
+	log.Info("cohortsync serving", "http_addr", addr, "workspace_of_first_key", FirstWorkspace)
+	printBanner(opts.Out, addr, creds, firstKey)
+	if opts.Ready != nil {
+		opts.Ready(addr)
+	}
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("service: http server: %w", err)
+	case <-ctx.Done():
+	}
+	// Stop taking requests first; in-flight ones finish landing before Kafka closes.
+	ready.Store(false)
+	log.Info("shutting down", "deadline", cfg.ShutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("service: shutdown: %w", err)
+	}
+	return nil
+}
+
+// readiness is false while the key store lags behind its topic or Kafka is unreachable.
+func readiness(ctx context.Context, core *Core) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := core.Kafka.PartitionEnds(ctx, core.Kafka.Config().Topics.Exports); err != nil {
+		return fmt.Errorf("kafka unreachable: %w", err)
+	}
+	if err := core.Keys.Healthy(); err != nil {
+		return fmt.Errorf("key store: %w", err)
+	}
+	return nil
+}
+
+// partnerAPIConfig derives the partner API limits from the ingest settings; a
+// landed record must fit one Kafka message, with room for the batch framing.
+func partnerAPIConfig(cfg config.Config) partnerapi.Config {
+	pc := partnerapi.DefaultConfig()
+	pc.MaxBodyBytes = cfg.Ingest.MaxBodyBytes
+	pc.RateLimitPerHour = cfg.Ingest.RateLimitPerHour
+	pc.RateBurst = cfg.Ingest.RateBurst
+	pc.MaxRecordBytes = cfg.Kafka.MaxMessageBytes - 4096
+	pc.LandTimeout = cfg.Kafka.WriteTimeout
+	return pc
+}
+
+// secretVerifier adapts the key store to what the partner API needs.
+type secretVerifier struct{ store *keys.Store }
+
+func (v secretVerifier) VerifySecret(secret string) (partnerapi.Credential, bool) {
+	k, ok := v.store.VerifySecret(secret)
+	if !ok {
+		return partnerapi.Credential{}, false
+	}
+	return partnerapi.Credential{KeyID: k.ID, Workspace: k.Workspace, Partner: k.Partner}, true
 }

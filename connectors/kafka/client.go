@@ -284,4 +284,3 @@ func buildSASL(cfg SASLConfig) (sasl.Mechanism, error) {
 		return nil, fmt.Errorf("kafka: sasl mechanism %q not supported", cfg.Mechanism)
 	}
 }
-

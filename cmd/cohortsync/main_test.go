@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cohortsync/cohortsync/config"
+)
+
+// result is one finished command line.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// execute runs args with env as the whole environment and svc in place of
+// service.Run. A nil svc fails the test if serve gets that far.
+func execute(t *testing.T, ctx context.Context, env map[string]string, svc func(context.Context, config.Config, *slog.Logger) error, args ...string) result {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	c := newCLI(&stdout, &stderr, env)
+	c.runService = svc
+	if svc == nil {
+		c.runService = func(context.Context, config.Config, *slog.Logger) error {
+			t.Error("the service was started")
+			return nil
+		}
+	}
+	code := c.execute(ctx, args)
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	r := execute(t, testContext(t), nil, nil, "version")
+	if r.code != exitOK {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, want := range []string{"cohortsync " + version + "\n", "commit: " + commit + "\n", runtime.Version()} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("version output %q lacks %q", r.stdout, want)
+		}
+	}
+}
+
+// TestRunVersion goes through run, the function main calls.
+func TestRunVersion(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"version"}, &stdout, &stderr); code != exitOK || !strings.HasPrefix(stdout.String(), "cohortsync ") {
+		t.Errorf("run version: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown command", []string{"serv"}, `unknown command "serv"; did you mean serve?`},
+		{"unknown flag", []string{"serve", "--no-such-flag"}, "unknown flag: --no-such-flag"},
+		{"argument to serve", []string{"serve", "extra"}, "cohortsync serve takes no arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := execute(t, testContext(t), nil, nil, tt.args...)
+			if r.code != exitUsage || !strings.Contains(r.stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q; want exit %d and %q", r.code, r.stderr, exitUsage, tt.want)
+			}
+		})
+	}
+}
+
+func TestNoArgumentsPrintsHelp(t *testing.T) {
+	t.Parallel()
+	r := execute(t, testContext(t), nil, nil)
+	if r.code != exitOK || !strings.Contains(r.stdout, "serve") || !strings.Contains(r.stdout, "--data-dir") {
+		t.Errorf("exit %d, stdout %q", r.code, r.stdout)
+	}
+}
+
+func TestServeInvalidConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	badKey := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(badKey, []byte("http_adr: 127.0.0.1:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		// wantLines must each appear as a line of stderr, after indentation.
+		wantLines []string
+	}{
+		{
+			name:      "flag and env problems reported together",
+			env:       map[string]string{"COHORTSYNC_KAFKA_PARTITIONS": "0"},
+			args:      []string{"serve", "--http-addr", "nonsense"},
+			wantLines: []string{`http_addr: "nonsense" is not HOST:PORT`, "kafka.partitions: 0"},
+		},
+		{
+			name:      "bad env value",
+			env:       map[string]string{"COHORTSYNC_SHUTDOWN_TIMEOUT": "soon"},
+			args:      []string{"serve"},
+			wantLines: []string{"COHORTSYNC_SHUTDOWN_TIMEOUT:"},
+		},
+		{
+			name:      "unknown key in the file",
+			args:      []string{"serve", "--config", badKey},
+			wantLines: []string{"unknown key http_adr"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := execute(t, testContext(t), tt.env, nil, tt.args...)
+			if r.code != exitUsage {
+				t.Errorf("exit %d, want %d", r.code, exitUsage)
+			}
+			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			for _, want := range tt.wantLines {
+				found := false
+				for _, l := range lines {
+					if strings.Contains(l, want) {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("stderr has no line with %q:\n%s", want, r.stderr)
+				}
+			}
+		})
+	}
+}
+
+func TestServePassesConfigAndLogger(t *testing.T) {
+	t.Parallel()
+	var got config.Config
+	svc := func(_ context.Context, cfg config.Config, log *slog.Logger) error {
+		got = cfg
+		log.Debug("service saw debug")
+		return nil
+	}
+	env := map[string]string{
+		"COHORTSYNC_HTTP_ADDR":                 "127.0.0.1:0",
+		"COHORTSYNC_PARTNERS_MIXPANEL_API_KEY": "mixpanel-key-0123456789",
+	}
+	dataDir := t.TempDir()
+	r := execute(t, testContext(t), env, svc, "serve", "--data-dir", dataDir, "--log-level", "debug")
+	if r.code != exitOK {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	if got.DataDir != dataDir || got.HTTPAddr != "127.0.0.1:0" || got.Partners["mixpanel"].APIKey != "mixpanel-key-0123456789" {
+		t.Errorf("service got %+v", got)
+	}
+	if !strings.Contains(r.stderr, `"msg":"service saw debug"`) {
+		t.Errorf("logger is not JSON at debug level: stderr %q", r.stderr)
+	}
+}
+
+func TestServeFailure(t *testing.T) {
+	t.Parallel()
+	svc := func(context.Context, config.Config, *slog.Logger) error {
+		return errors.New("port in use")
+	}
+	r := execute(t, testContext(t), nil, svc, "serve")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "cohortsync: serve: port in use") {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestServeStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		// svc runs until ctx is done, then returns what it wants to.
+		svc      func(ctx context.Context, release <-chan struct{}) error
+		wantCode int
+		wantErr  string
+	}{
+		{
+			name:     "returns nil",
+			svc:      func(ctx context.Context, _ <-chan struct{}) error { <-ctx.Done(); return nil },
+			wantCode: exitOK,
+		},
+		{
+			name:     "returns the context's error",
+			svc:      func(ctx context.Context, _ <-chan struct{}) error { <-ctx.Done(); return ctx.Err() },
+			wantCode: exitOK,
+		},
+		{
+			name: "never stops",
+			svc: func(ctx context.Context, release <-chan struct{}) error {
+				<-ctx.Done()
+				<-release
+				return nil
+			},
+			wantCode: exitFailure,
+			wantErr:  "did not stop within shutdown_timeout (50ms)",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithCancel(testContext(t))
+			release := make(chan struct{})
+			t.Cleanup(func() { close(release) })
+			started := make(chan struct{})
+			svc := func(ctx context.Context, _ config.Config, _ *slog.Logger) error {
+				close(started)
+				return tt.svc(ctx, release)
+			}
+			go func() { <-started; cancel() }()
+			env := map[string]string{"COHORTSYNC_SHUTDOWN_TIMEOUT": "50ms"}
+			r := execute(t, ctx, env, svc, "serve")
+			if r.code != tt.wantCode || !strings.Contains(r.stderr, tt.wantErr) {
+				t.Errorf("exit %d, stderr %q; want exit %d with %q", r.code, r.stderr, tt.wantCode, tt.wantErr)
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the service goroutine and the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,296 @@
+package partnerapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"mime"
+	"strings"
+	"time"
+
+	"github.com/cohortsync/cohortsync/schemas"
+)
+
+// Response texts. The ones from DESIGN.md §2 are the Braze-compatible
+// contract: partners match on them, so they must not change by a byte.
+const (
+	msgCohortID           = "cohort_id must be a valid string"
+	msgCohortChanges      = "cohort_changes must be an array of objects each with key user_ids and/or device_ids mapping to an array of strings, or an aliases object"
+	msgTooManyIDs         = "Only 1,000 user_ids, device_ids, and aliases are allowed per request"
+	msgName               = "name must be a non-empty string"
+	msgCreatedAt          = "created_at must be a valid time as an ISO-8601 string"
+	msgPartnerAPIKey      = "Invalid Partner API key"
+	msgClientSecret       = "Invalid client secret"
+	msgPartnerNotEnabled  = "Partner not enabled for client with client secret: "
+	msgUnauthorized       = "Unauthorized access"
+	msgContentType        = "Content-Type must be application/json"
+	msgTooLarge           = "Request body too large"
+	msgNotObject          = "Request body must be a JSON object"
+	msgRateLimited        = "Rate limit exceeded"
+	msgUnavailable        = "Service unavailable, retry later"
+	msgInternal           = "Internal server error"
+	maxIDsPerRequest      = 1000
+	maskedSecretSuffix    = "****"
+	secretPrefix          = "csk_"
+	minMaskedSecretLength = 8
+)
+
+// fields is a request body decoded one level deep. Each field is decoded on
+// its own afterwards, so that a wrong type anywhere maps to the message
+// documented for that field instead of one generic JSON error.
+type fields map[string]json.RawMessage
+
+// isJSONContentType accepts application/json with any parameters. A
+// malformed parameter is forgiven when the media type itself is clear, since
+// refusing it would only punish a sloppy client for no safety gain.
+func isJSONContentType(header string) bool {
+	mediaType, _, err := mime.ParseMediaType(header)
+	if err != nil && err != mime.ErrInvalidMediaParameter {
+		return false
+	}
+	return mediaType == "application/json"
+}
+
+// decodeObject returns the top-level fields, or false for anything but a JSON object.
+func decodeObject(body []byte) (fields, bool) {
+	var f fields
+	// "null" decodes into a nil map without error, hence the nil check.
+	if err := json.Unmarshal(body, &f); err != nil || f == nil {
+		return nil, false
+	}
+	return f, true
+}
+
+// jsonType is the first byte of a JSON value, which names its type:
+// '"' string, '[' array, '{' object, 'n' null, 't'/'f' bool, else a number.
+func jsonType(raw json.RawMessage) byte {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	if len(raw) == 0 {
+		return 0
+	}
+	return raw[0]
+}
+
+// stringField returns the string value of a field; false when the field is
+// missing, null or not a string.
+func stringField(f fields, name string) (string, bool) {
+	raw, ok := f[name]
+	if !ok || jsonType(raw) != '"' {
+		return "", false
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// nonBlankString is stringField for identifiers and names, which are useless
+// when they are only whitespace.
+func nonBlankString(f fields, name string) (string, bool) {
+	s, ok := stringField(f, name)
+	if !ok || strings.TrimSpace(s) == "" {
+		return "", false
+	}
+	return s, true
+}
+
+// parseCohort validates a POST .../cohorts body; the string is the 400 text,
+// empty when the body is valid.
+func parseCohort(f fields) (schemas.CohortPayload, string) {
+	id, ok := nonBlankString(f, "cohort_id")
+	if !ok {
+		return schemas.CohortPayload{}, msgCohortID
+	}
+	name, ok := nonBlankString(f, "name")
+	if !ok {
+		return schemas.CohortPayload{}, msgName
+	}
+	created, ok := stringField(f, "created_at")
+	if !ok {
+		return schemas.CohortPayload{}, msgCreatedAt
+	}
+	t, ok := parseISO8601(created)
+	if !ok {
+		return schemas.CohortPayload{}, msgCreatedAt
+	}
+	return schemas.CohortPayload{CohortID: id, Name: name, CreatedAt: t}, ""
+}
+
+// parseISO8601 accepts the ISO-8601 forms partners are seen to send: RFC 3339
+// with or without fractional seconds, an offset without a colon, a local
+// date-time without zone and a bare date. The last two are taken as UTC,
+// which is what the tools mean when they leave the zone out.
+func parseISO8601(s string) (time.Time, bool) {
+	layouts := [...]string{
+		time.RFC3339, // also parses fractional seconds
+		"2006-01-02T15:04:05Z0700",
+		"2006-01-02T15:04:05",
+		"2006-01-02",
+	}
+	for _, layout := range layouts {
+		t, err := time.Parse(layout, s)
+		if err != nil {
+			continue
+		}
+		t = t.UTC()
+		// An offset can push year 0000 or 9999 out of what RFC 3339, and
+		// so the landed record, can hold.
+		if t.IsZero() || t.Year() < 1 || t.Year() > 9999 {
+			return time.Time{}, false
+		}
+		return t, true
+	}
+	return time.Time{}, false
+}
+
+// parseChanges validates a POST .../cohorts/users body and returns the
+// number of ids it carries; the string is the 400 text, empty when valid.
+func parseChanges(f fields) (schemas.CohortChangesPayload, int, string) {
+	id, ok := nonBlankString(f, "cohort_id")
+	if !ok {
+		return schemas.CohortChangesPayload{}, 0, msgCohortID
+	}
+	raw, ok := f["cohort_changes"]
+	if !ok || jsonType(raw) != '[' {
+		return schemas.CohortChangesPayload{}, 0, msgCohortChanges
+	}
+	var entries []json.RawMessage
+	if err := json.Unmarshal(raw, &entries); err != nil {
+		return schemas.CohortChangesPayload{}, 0, msgCohortChanges
+	}
+	changes := make([]schemas.Change, 0, len(entries))
+	total := 0
+	for _, entry := range entries {
+		c, ok := parseChange(entry)
+		if !ok {
+			return schemas.CohortChangesPayload{}, 0, msgCohortChanges
+		}
+		total += len(c.UserIDs) + len(c.DeviceIDs) + len(c.Aliases)
+		changes = append(changes, c)
+	}
+	if total > maxIDsPerRequest {
+		return schemas.CohortChangesPayload{}, 0, msgTooManyIDs
+	}
+	return schemas.CohortChangesPayload{CohortID: id, Changes: changes}, total, ""
+}
+
+// parseChange reads one cohort_changes entry. A null list counts as absent:
+// serializers commonly write an empty list as null, and refusing that would
+// reject well-meant requests.
+func parseChange(raw json.RawMessage) (schemas.Change, bool) {
+	if jsonType(raw) != '{' {
+		return schemas.Change{}, false
+	}
+	var f fields
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return schemas.Change{}, false
+	}
+	var c schemas.Change
+	present := false
+	for _, list := range []struct {
+		name string
+		dst  *[]string
+	}{{"user_ids", &c.UserIDs}, {"device_ids", &c.DeviceIDs}} {
+		v, ok := f[list.name]
+		if !ok || jsonType(v) == 'n' {
+			continue
+		}
+		ids, ok := idList(v)
+		if !ok {
+			return schemas.Change{}, false
+		}
+		*list.dst = ids
+		present = true
+	}
+	if v, ok := f["aliases"]; ok && jsonType(v) != 'n' {
+		aliases, ok := aliasList(v)
+		if !ok {
+			return schemas.Change{}, false
+		}
+		c.Aliases = aliases
+		present = true
+	}
+	if !present {
+		return schemas.Change{}, false
+	}
+	if v, ok := f["should_remove"]; ok {
+		switch string(bytes.TrimSpace(v)) {
+		case "true":
+			c.ShouldRemove = true
+		case "false", "null":
+		default:
+			return schemas.Change{}, false
+		}
+	}
+	return c, true
+}
+
+// idList reads an array of non-empty strings.
+func idList(raw json.RawMessage) ([]string, bool) {
+	if jsonType(raw) != '[' {
+		return nil, false
+	}
+	var ids []string
+	// A null element decodes to "" without error and is caught by the empty check.
+	if err := json.Unmarshal(raw, &ids); err != nil {
+		return nil, false
+	}
+	for _, id := range ids {
+		if id == "" {
+			return nil, false
+		}
+	}
+	return ids, true
+}
+
+// aliasList reads an array of {alias_name, alias_label} objects with non-empty strings.
+func aliasList(raw json.RawMessage) ([]schemas.Alias, bool) {
+	if jsonType(raw) != '[' {
+		return nil, false
+	}
+	var objects []json.RawMessage
+	if err := json.Unmarshal(raw, &objects); err != nil {
+		return nil, false
+	}
+	aliases := make([]schemas.Alias, 0, len(objects))
+	for _, o := range objects {
+		if jsonType(o) != '{' {
+			return nil, false
+		}
+		var f fields
+		if err := json.Unmarshal(o, &f); err != nil {
+			return nil, false
+		}
+		name, ok := stringField(f, "alias_name")
+		if !ok || name == "" {
+			return nil, false
+		}
+		label, ok := stringField(f, "alias_label")
+		if !ok || label == "" {
+			return nil, false
+		}
+		aliases = append(aliases, schemas.Alias{Name: name, Label: label})
+	}
+	return aliases, true
+}
+
+// maskSecret shows enough of a client secret to tell keys apart in a support
+// conversation, never enough to use it: csk_<key id>_**** for our own secrets.
+// keyID comes from the verified credential and takes precedence over parsing,
+// which would stop at the first underscore. Short foreign secrets show
+// nothing, since four characters would be half of them.
+func maskSecret(secret, keyID string) string {
+	if rest, ok := strings.CutPrefix(secret, secretPrefix); ok {
+		if keyID != "" && strings.HasPrefix(rest, keyID+"_") {
+			return secretPrefix + keyID + "_" + maskedSecretSuffix
+		}
+		if id, _, ok := strings.Cut(rest, "_"); ok && id != "" {
+			return secretPrefix + id + "_" + maskedSecretSuffix
+		}
+	}
+	runes := []rune(secret)
+	if len(runes) <= minMaskedSecretLength {
+		return maskedSecretSuffix
+	}
+	return string(runes[:4]) + maskedSecretSuffix
+}
