@@ -1,0 +1,317 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/connectors/kafka"
+	"github.com/cohortsync/cohortsync/connectors/kafka/embedded"
+	"github.com/cohortsync/cohortsync/internal/kafkatest"
+	"github.com/cohortsync/cohortsync/schemas"
+	"github.com/cohortsync/cohortsync/service"
+)
+
+// syncBuffer is written by the service goroutine and read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type running struct {
+	addr string
+	out  *syncBuffer
+	logs *syncBuffer
+	stop func() error
+}
+
+func startService(t *testing.T, dataDir string) running {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = dataDir
+	return startWith(t, cfg)
+}
+
+func startWith(t *testing.T, cfg config.Config) running {
+	t.Helper()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.Kafka.Partitions = 3
+	out, logs := &syncBuffer{}, &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- service.Run(ctx, cfg, log, service.Options{Out: out, Ready: func(a string) { ready <- a }})
+	}()
+	select {
+	case addr := <-ready:
+		var once sync.Once
+		var stopErr error
+		stop := func() error {
+			once.Do(func() {
+				cancel()
+				select {
+				case stopErr = <-done:
+				case <-time.After(30 * time.Second):
+					stopErr = fmt.Errorf("service did not stop")
+				}
+			})
+			return stopErr
+		}
+		t.Cleanup(func() { _ = stop() })
+		return running{addr: addr, out: out, logs: logs, stop: stop}
+	case err := <-done:
+		cancel()
+		t.Fatalf("service stopped before it was ready: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatalf("service not ready in time\n%s", logs.String())
+	}
+	return running{}
+}
+
+var (
+	curlLine  = regexp.MustCompile(`curl .* -X POST (http://\S+) .* -d '([^']+)'`)
+	adminLine = regexp.MustCompile(`admin token \(Authorization: Bearer \.\.\.\):\s+(\S+)`)
+)
+
+func post(t *testing.T, url, contentType, token, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return do(t, req)
+}
+
+func do(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestFirstStartCurlLandsAndRevocationRefuses walks the README's first steps:
+// the printed curl line answers 201, its record is on the topic, and a revoked
+// key is refused. The landed record must survive a restart of the broker.
+func TestFirstStartCurlLandsAndRevocationRefuses(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	svc := startService(t, dir)
+
+	m := curlLine.FindStringSubmatch(svc.out.String())
+	if m == nil {
+		t.Fatalf("no curl line in first-start output:\n%s", svc.out.String())
+	}
+	url, body := m[1], m[2]
+	if !strings.Contains(url, svc.addr) {
+		t.Fatalf("curl line targets %s, service listens on %s", url, svc.addr)
+	}
+	code, resp := post(t, url, "application/json", "", body)
+	if code != http.StatusCreated {
+		t.Fatalf("printed curl line: %d %s", code, resp)
+	}
+	var created struct {
+		RecordID string `json:"record_id"`
+	}
+	if err := json.Unmarshal([]byte(resp), &created); err != nil || created.RecordID == "" {
+		t.Fatalf("201 body %q: %v", resp, err)
+	}
+
+	var req struct {
+		ClientSecret string `json:"client_secret"`
+	}
+	if err := json.Unmarshal([]byte(body), &req); err != nil {
+		t.Fatal(err)
+	}
+	keyID := strings.Split(req.ClientSecret, "_")[1]
+	admin := adminLine.FindStringSubmatch(svc.out.String())
+	if admin == nil {
+		t.Fatalf("no admin token printed:\n%s", svc.out.String())
+	}
+	del, _ := http.NewRequest(http.MethodDelete, "http://"+svc.addr+"/v1/workspaces/default/keys/"+keyID, nil)
+	del.Header.Set("Authorization", "Bearer "+admin[1])
+	if code, resp := do(t, del); code != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", code, resp)
+	}
+	code, resp = post(t, url, "application/json", "", body)
+	if code != http.StatusUnauthorized || resp != "Invalid client secret" {
+		t.Fatalf("revoked key: %d %q, want 401 Invalid client secret", code, resp)
+	}
+
+	for _, secret := range []string{req.ClientSecret, admin[1]} {
+		if strings.Contains(svc.logs.String(), secret) {
+			t.Fatal("a secret appeared in the logs")
+		}
+	}
+	if err := svc.stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+
+	// Restart only the broker on the same data directory and read the topic back.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := embedded.Start(ctx, embedded.Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	kcfg := kafka.DefaultConfig()
+	kcfg.Brokers = b.Addrs()
+	client, err := kafka.NewClient(kcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	msgs, err := client.ReadTopic(ctx, kcfg.Topics.Exports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("exports holds %d records, want exactly the one landed", len(msgs))
+	}
+	env, err := schemas.Decode(msgs[0].Value)
+	if err != nil {
+		t.Fatalf("decode landed record: %v", err)
+	}
+	if env.RecordID != created.RecordID || env.Workspace != "default" || env.Partner != "mixpanel" || env.KeyID != keyID {
+		t.Fatalf("landed envelope %+v does not match the request (record %s, key %s)", env, created.RecordID, keyID)
+	}
+	if string(msgs[0].Key) != "default/mixpanel/first-cohort" {
+		t.Fatalf("record key %q", msgs[0].Key)
+	}
+	if strings.Contains(string(msgs[0].Value), req.ClientSecret) {
+		t.Fatal("the client secret was landed in Kafka")
+	}
+}
+
+// TestRestartKeepsCredentials: a second start prints nothing secret and the
+// admin token of the first start still works.
+func TestRestartKeepsCredentials(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	first := startService(t, dir)
+	admin := adminLine.FindStringSubmatch(first.out.String())
+	if admin == nil {
+		t.Fatalf("no admin token printed:\n%s", first.out.String())
+	}
+	if err := first.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	second := startService(t, dir)
+	if out := second.out.String(); strings.Contains(out, "csk_") || strings.Contains(out, "cst_") {
+		t.Fatalf("restart printed secrets again:\n%s", out)
+	}
+	code, resp := post(t, "http://"+second.addr+"/v1/workspaces/default/keys", "application/json", admin[1], `{"partner":"heap","label":"after restart"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("admin token of the first start after restart: %d %s", code, resp)
+	}
+	get, _ := http.NewRequest(http.MethodGet, "http://"+second.addr+"/v1/workspaces/default/keys", nil)
+	get.Header.Set("Authorization", "Bearer "+admin[1])
+	code, resp = do(t, get)
+	if code != http.StatusOK || strings.Count(resp, `"key_id"`) != 2 {
+		t.Fatalf("list after restart: %d %s (want both keys)", code, resp)
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+second.addr+path, nil)
+		if code, resp := do(t, req); code != http.StatusOK {
+			t.Fatalf("%s: %d %s", path, code, resp)
+		}
+	}
+}
+
+// TestRevocationReachesEveryInstance runs two instances on one (external)
+// Kafka: a key created on one works on the other, and once revoked on the
+// other it is refused by the first within the 5 s the contract allows.
+func TestRevocationReachesEveryInstance(t *testing.T) {
+	t.Parallel()
+	brokers := kafkatest.NewCluster(t)
+	const adminToken = "cst_shared-admin-token-for-both"
+	const partnerKey = "cpk_shared-mixpanel-partner-key"
+	instance := func() running {
+		cfg := config.Default()
+		cfg.DataDir = t.TempDir()
+		cfg.Kafka.Brokers = brokers
+		cfg.AdminToken = adminToken
+		p := cfg.Partners["mixpanel"]
+		p.APIKey = partnerKey
+		cfg.Partners["mixpanel"] = p
+		return startWith(t, cfg)
+	}
+	a, b := instance(), instance()
+
+	code, resp := post(t, "http://"+a.addr+"/v1/workspaces/acme/keys", "application/json", adminToken, `{"partner":"mixpanel","label":"rotation"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create on A: %d %s", code, resp)
+	}
+	var key struct {
+		KeyID        string `json:"key_id"`
+		ClientSecret string `json:"client_secret"`
+	}
+	if err := json.Unmarshal([]byte(resp), &key); err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf(`{"partner_api_key":%q,"client_secret":%q,"cohort_id":"c1","cohort_changes":[{"user_ids":["u1"]}]}`, partnerKey, key.ClientSecret)
+	pushTo := func(r running) (int, string) {
+		return post(t, "http://"+r.addr+"/partners/mixpanel/cohorts/users", "application/json", "", body)
+	}
+	waitFor := func(r running, want int) time.Duration {
+		start := time.Now()
+		for {
+			code, resp := pushTo(r)
+			if code == want {
+				return time.Since(start)
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("after %s instance %s still answers %d %q, want %d", time.Since(start), r.addr, code, resp, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor(b, http.StatusCreated)
+
+	del, _ := http.NewRequest(http.MethodDelete, "http://"+b.addr+"/v1/workspaces/acme/keys/"+key.KeyID, nil)
+	del.Header.Set("Authorization", "Bearer "+adminToken)
+	if code, resp := do(t, del); code != http.StatusNoContent {
+		t.Fatalf("revoke on B: %d %s", code, resp)
+	}
+	took := waitFor(a, http.StatusUnauthorized)
+	t.Logf("instance A refused the revoked key %s after the revocation on B", took)
+	if _, resp := pushTo(a); resp != "Invalid client secret" {
+		t.Fatalf("revoked key body %q", resp)
+	}
+}
