@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -982,5 +983,32 @@ func TestConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate of an empty config does not mention %s: %v", want, err)
 		}
+	}
+}
+
+// TestStaleKeyStoreRefusesToDecide: while the key store may have missed a
+// revocation, a valid-looking secret gets 503, never 201 or 401, and nothing lands.
+func TestStaleKeyStoreRefusesToDecide(t *testing.T) {
+	t.Parallel()
+	var stale atomic.Bool
+	stale.Store(true)
+	h := newHarness(t, func(o *partnerapi.Options) {
+		o.KeysFresh = func() error {
+			if stale.Load() {
+				return errors.New("keys topic not read for 4s")
+			}
+			return nil
+		}
+	})
+	res := h.post(t, pathUsers, jsonType, changesReq(oneChange("user_ids", ids("u", 2))))
+	if res.status != 503 || res.header.Get("Retry-After") == "" {
+		t.Fatalf("stale key store: %d %q, want 503 with Retry-After", res.status, res.body)
+	}
+	if n := len(h.lander.landed()); n != 0 {
+		t.Fatalf("%d records landed while the key store was stale", n)
+	}
+	stale.Store(false)
+	if res := h.post(t, pathUsers, jsonType, changesReq(oneChange("user_ids", ids("u", 2)))); res.status != 201 {
+		t.Fatalf("fresh key store: %d %q", res.status, res.body)
 	}
 }
