@@ -1,0 +1,75 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// RunnerConfig holds the runner's tunables, as they appear in the
+// configuration file.
+type RunnerConfig struct {
+	// DrainTimeout bounds how long the runner keeps working on the batches it
+	// holds after its context ends. Batches not acked by then are delivered
+	// again to whoever consumes the partitions next.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Retry paces the retries of a failing stage (a sink, a transform, the
+	// resolver, the dead letter). A failing stage is retried until it
+	// succeeds or the runner stops: data is never dropped for an error.
+	Retry Backoff `yaml:"retry"`
+}
+
+// Backoff is a capped exponential backoff.
+type Backoff struct {
+	// Initial is the wait after the first failure; it doubles after each
+	// further failure up to Max.
+	Initial time.Duration `yaml:"initial"`
+	Max     time.Duration `yaml:"max"`
+}
+
+// DefaultRunnerConfig returns the defaults used when a field is not set.
+func DefaultRunnerConfig() RunnerConfig {
+	return RunnerConfig{
+		DrainTimeout: 10 * time.Second,
+		Retry:        Backoff{Initial: 100 * time.Millisecond, Max: 30 * time.Second},
+	}
+}
+
+// withDefaults fills zero fields from DefaultRunnerConfig.
+func (c RunnerConfig) withDefaults() RunnerConfig {
+	d := DefaultRunnerConfig()
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = d.DrainTimeout
+	}
+	if c.Retry.Initial == 0 {
+		c.Retry.Initial = d.Retry.Initial
+	}
+	if c.Retry.Max == 0 {
+		c.Retry.Max = max(d.Retry.Max, c.Retry.Initial)
+	}
+	return c
+}
+
+// Validate reports every problem at once, with field paths relative to the
+// runner section.
+func (c RunnerConfig) Validate() error {
+	var errs []error
+	if c.DrainTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("drain_timeout: %s, must be positive", c.DrainTimeout))
+	}
+	if c.Retry.Initial <= 0 {
+		errs = append(errs, fmt.Errorf("retry.initial: %s, must be positive", c.Retry.Initial))
+	}
+	if c.Retry.Max < c.Retry.Initial {
+		errs = append(errs, fmt.Errorf("retry.max: %s, must be at least retry.initial (%s)", c.Retry.Max, c.Retry.Initial))
+	}
+	return errors.Join(errs...)
+}
+
+// next returns the wait after a failure that followed a wait of d.
+func (b Backoff) next(d time.Duration) time.Duration {
+	if d <= 0 {
+		return b.Initial
+	}
+	return min(2*d, b.Max)
+}
