@@ -1,0 +1,76 @@
+package identities
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// FileName is the replica's file inside the data directory.
+const FileName = "identities.db"
+
+// Config is the identities section of the configuration.
+type Config struct {
+	// Path of the replica's bbolt file, DATA_DIR/identities.db by default.
+	Path string `yaml:"path"`
+	// OpenTimeout bounds the wait for the file lock: a second process on the
+	// same data directory fails with an error instead of hanging.
+	OpenTimeout time.Duration `yaml:"open_timeout"`
+	// PollWait is how long one fetch of a partition may wait at the broker
+	// for new records; it bounds how late a landed identity becomes visible.
+	PollWait time.Duration `yaml:"poll_wait"`
+	// MaxStaleness is how long a partition's tail may go without confirming
+	// that it has read to the end before Healthy reports an error.
+	MaxStaleness time.Duration `yaml:"max_staleness"`
+	// MaxBodyBytes bounds one request to the identities endpoint (413 above).
+	// The body is read whole before anything lands, so a request either
+	// lands line by line or is refused entirely.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxLineBytes bounds one NDJSON line; a longer line is rejected. It must
+	// leave room for the record's framing within a Kafka message.
+	MaxLineBytes int `yaml:"max_line_bytes"`
+	// LandTimeout bounds the landing of one request or one batch of a load.
+	LandTimeout time.Duration `yaml:"land_timeout"`
+}
+
+// DefaultConfig returns the defaults for a data directory.
+func DefaultConfig(dataDir string) Config {
+	return Config{
+		Path:         filepath.Join(dataDir, FileName),
+		OpenTimeout:  5 * time.Second,
+		PollWait:     200 * time.Millisecond,
+		MaxStaleness: 10 * time.Second,
+		MaxBodyBytes: 16 << 20,
+		MaxLineBytes: 64 << 10,
+		LandTimeout:  60 * time.Second,
+	}
+}
+
+// Validate reports every problem at once, with paths relative to the section.
+func (c Config) Validate() error {
+	var errs []error
+	if strings.TrimSpace(c.Path) == "" {
+		errs = append(errs, errors.New("path: must not be empty"))
+	}
+	if c.OpenTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("open_timeout: %s, must be positive", c.OpenTimeout))
+	}
+	if c.PollWait <= 0 {
+		errs = append(errs, fmt.Errorf("poll_wait: %s, must be positive", c.PollWait))
+	}
+	if c.MaxStaleness <= c.PollWait {
+		errs = append(errs, fmt.Errorf("max_staleness: %s, must exceed poll_wait (%s)", c.MaxStaleness, c.PollWait))
+	}
+	if c.MaxLineBytes < 1024 {
+		errs = append(errs, fmt.Errorf("max_line_bytes: %d, must be at least 1024", c.MaxLineBytes))
+	}
+	if c.MaxBodyBytes < int64(c.MaxLineBytes) {
+		errs = append(errs, fmt.Errorf("max_body_bytes: %d, must be at least max_line_bytes (%d)", c.MaxBodyBytes, c.MaxLineBytes))
+	}
+	if c.LandTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("land_timeout: %s, must be positive", c.LandTimeout))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,662 @@
+package identities
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Layout of the replica file. Keys of several components join them with NUL
+// bytes; identifiers never contain NUL (checkID), so a key splits one way only
+// and a prefix of whole components selects exactly the entries of an id.
+//
+//	meta     format → "1", topic → topic name, users → count(8)
+//	offsets  partition(4) → next offset to apply(8)
+//	users    ws \0 user_id → partition(4) topic value (JSON)
+//	ext      ws \0 external_id \0 user_id → flags(1)
+//	alias    ws \0 alias_label \0 alias_name \0 user_id → flags(1)
+//	device   ws \0 device_id \0 user_id → flags(1)
+//
+// An index entry names the user in its key rather than in its value. Then
+// the index is a pure function of the latest record of every user, whatever
+// order the partitions were applied in: when two users claim the same id (a
+// data error upstream), both entries exist, lookups choose the same one on
+// every instance, and replacing one user's record removes exactly that
+// user's entries.
+const indexFormat = "1"
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketOffsets = []byte("offsets")
+	bucketUsers   = []byte("users")
+	bucketExt     = []byte("ext")
+	bucketAlias   = []byte("alias")
+	bucketDevice  = []byte("device")
+	dataBuckets   = [][]byte{bucketOffsets, bucketUsers, bucketExt, bucketAlias, bucketDevice}
+	keyFormat     = []byte("format")
+	keyTopic      = []byte("topic")
+	keyUsers      = []byte("users")
+)
+
+// flagIdentified is set in an index entry of a user who has an external id.
+// Entries are rewritten whenever the user's record is, so the flag is current.
+const flagIdentified = 1
+
+// Message is one record of the identities topic, as Index.Apply takes it. A
+// nil Value is a tombstone: the user is removed.
+type Message struct {
+	Offset int64
+	Key    []byte
+	Value  []byte
+}
+
+// Skipped is a message Apply could not use. Err never quotes identifiers.
+type Skipped struct {
+	Offset int64
+	Err    error
+}
+
+// Applied reports what one Apply did.
+type Applied struct {
+	// Records is how many messages changed the index (tombstones included).
+	Records int
+	// Skipped are the invalid messages, left out of the index.
+	Skipped []Skipped
+	// Next is the partition's stored offset after the call.
+	Next int64
+}
+
+// IndexOptions tune OpenIndex.
+type IndexOptions struct {
+	// Topic is the topic the index replicates. A file built from another
+	// topic is emptied, since its offsets mean nothing for this one.
+	Topic string
+	// OpenTimeout bounds the wait for the file lock; zero means 5 s.
+	OpenTimeout time.Duration
+	// Logger receives the rare structural events (a reset). Nil discards.
+	Logger *slog.Logger
+}
+
+// Index is the replica's file: the directory's indexes and, in the same
+// transactions, the offset up to which each partition has been applied. A
+// crash therefore loses either both an update and its offset or neither,
+// and reopening the file resumes where the last commit left off.
+type Index struct {
+	db   *bolt.DB
+	path string
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// OpenIndex opens or creates the replica file at path.
+func OpenIndex(path string, opts IndexOptions) (*Index, error) {
+	if opts.Topic == "" {
+		return nil, errors.New("identities: open index: no topic")
+	}
+	if opts.OpenTimeout <= 0 {
+		opts.OpenTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("identities: open index: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: opts.OpenTimeout,
+		// Opens are rare and commits are the hot path: rebuild the freelist
+		// by scanning at open rather than writing it at every commit.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+		// Long read transactions (one per resolved batch) do not block a
+		// commit that grows the file as long as the mapping is large enough.
+		InitialMmapSize: 256 << 20,
+	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("identities: open index %s: another process holds it: %w", path, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("identities: open index %s: %w", path, err)
+	}
+	var previous string
+	err = db.Update(func(tx *bolt.Tx) error {
+		var err error
+		previous, err = initIndex(tx, opts.Topic)
+		return err
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("identities: open index %s: %w", path, err)
+	}
+	if previous != "" && previous != opts.Topic {
+		opts.Logger.Warn("identity index was built from another topic; rebuilding it", "path", path, "previous_topic", previous, "topic", opts.Topic)
+	}
+	return &Index{db: db, path: path}, nil
+}
+
+// initIndex creates the buckets and empties them when the file replicated
+// another topic. It returns the topic the file replicated before.
+func initIndex(tx *bolt.Tx, topic string) (string, error) {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return "", err
+	}
+	switch v := meta.Get(keyFormat); {
+	case v == nil:
+		if err := meta.Put(keyFormat, []byte(indexFormat)); err != nil {
+			return "", err
+		}
+	case string(v) != indexFormat:
+		return "", fmt.Errorf("file format %q, this build reads %q", v, indexFormat)
+	}
+	previous := string(meta.Get(keyTopic))
+	if previous != "" && previous != topic {
+		for _, name := range dataBuckets {
+			if tx.Bucket(name) != nil {
+				if err := tx.DeleteBucket(name); err != nil {
+					return "", err
+				}
+			}
+		}
+		if err := meta.Put(keyUsers, u64(0)); err != nil {
+			return "", err
+		}
+	}
+	if previous != topic {
+		if err := meta.Put(keyTopic, []byte(topic)); err != nil {
+			return "", err
+		}
+	}
+	for _, name := range dataBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return "", err
+		}
+	}
+	return previous, nil
+}
+
+// Path is the index's file.
+func (x *Index) Path() string { return x.path }
+
+// Close waits for running transactions and closes the file. It may be called
+// more than once.
+func (x *Index) Close() error {
+	x.closeOnce.Do(func() {
+		if err := x.db.Close(); err != nil {
+			x.closeErr = fmt.Errorf("identities: close index: %w", err)
+		}
+	})
+	return x.closeErr
+}
+
+// Offsets returns the next offset to apply of every partition applied so far.
+func (x *Index) Offsets() (map[int]int64, error) {
+	out := map[int]int64{}
+	err := x.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOffsets).ForEach(func(k, v []byte) error {
+			if len(k) != 4 || len(v) != 8 {
+				return errors.New("corrupt offsets entry")
+			}
+			out[int(binary.BigEndian.Uint32(k))] = int64(binary.BigEndian.Uint64(v))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("identities: read offsets: %w", err)
+	}
+	return out, nil
+}
+
+// Users is the number of users in the index, over every workspace.
+func (x *Index) Users() (int64, error) {
+	var n int64
+	err := x.db.View(func(tx *bolt.Tx) error {
+		n = int64(readU64(tx.Bucket(bucketMeta).Get(keyUsers)))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("identities: count users: %w", err)
+	}
+	return n, nil
+}
+
+// Apply folds msgs, read from partition in offset order, into the index and
+// stores next (or the offset after the last message, if that is higher) as
+// the partition's next offset, all in one transaction. Messages below the
+// stored offset were applied before and are left alone, so delivering a range
+// twice changes nothing. Invalid messages are skipped and reported, never
+// fatal: one bad record from a foreign producer must not stop the directory.
+func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error) {
+	var out Applied
+	err := x.db.Update(func(tx *bolt.Tx) error {
+		out = Applied{}
+		w := newWriteTx(tx)
+		stored := w.offset(partition)
+		for _, m := range msgs {
+			if m.Offset < stored {
+				continue
+			}
+			changed, err := w.apply(partition, m)
+			if err != nil {
+				out.Skipped = append(out.Skipped, Skipped{Offset: m.Offset, Err: err})
+			} else if changed {
+				out.Records++
+			}
+			next = max(next, m.Offset+1)
+		}
+		out.Next = max(stored, next)
+		if err := w.setOffset(partition, out.Next); err != nil {
+			return err
+		}
+		return w.flush()
+	})
+	if err != nil {
+		return Applied{}, fmt.Errorf("identities: apply partition %d: %w", partition, err)
+	}
+	return out, nil
+}
+
+// ResetPartition removes every user that came from partition and sets its
+// next offset to next: for a topic recreated shorter than what was applied,
+// whose records must be read again from scratch.
+func (x *Index) ResetPartition(partition int, next int64) error {
+	err := x.db.Update(func(tx *bolt.Tx) error {
+		w := newWriteTx(tx)
+		if err := w.dropPartition(partition); err != nil {
+			return err
+		}
+		if err := w.setOffset(partition, next); err != nil {
+			return err
+		}
+		return w.flush()
+	})
+	if err != nil {
+		return fmt.Errorf("identities: reset partition %d: %w", partition, err)
+	}
+	return nil
+}
+
+// DropPartition removes every user that came from partition and forgets the
+// partition: for a partition the topic no longer has.
+func (x *Index) DropPartition(partition int) error {
+	err := x.db.Update(func(tx *bolt.Tx) error {
+		w := newWriteTx(tx)
+		if err := w.dropPartition(partition); err != nil {
+			return err
+		}
+		if err := w.offsets.Delete(u32(partition)); err != nil {
+			return err
+		}
+		return w.flush()
+	})
+	if err != nil {
+		return fmt.Errorf("identities: drop partition %d: %w", partition, err)
+	}
+	return nil
+}
+
+// SkipTo moves partition's next offset forward to next, keeping the index:
+// for records deleted from the log before this replica read them.
+func (x *Index) SkipTo(partition int, next int64) error {
+	err := x.db.Update(func(tx *bolt.Tx) error {
+		w := newWriteTx(tx)
+		return w.setOffset(partition, max(next, w.offset(partition)))
+	})
+	if err != nil {
+		return fmt.Errorf("identities: skip partition %d to %d: %w", partition, next, err)
+	}
+	return nil
+}
+
+// writeTx applies records within one read-write transaction.
+type writeTx struct {
+	meta, offsets, users, ext, alias, device *bolt.Bucket
+	users0, usersN                           int64
+}
+
+func newWriteTx(tx *bolt.Tx) *writeTx {
+	w := &writeTx{
+		meta:    tx.Bucket(bucketMeta),
+		offsets: tx.Bucket(bucketOffsets),
+		users:   tx.Bucket(bucketUsers),
+		ext:     tx.Bucket(bucketExt),
+		alias:   tx.Bucket(bucketAlias),
+		device:  tx.Bucket(bucketDevice),
+	}
+	w.users0 = int64(readU64(w.meta.Get(keyUsers)))
+	w.usersN = w.users0
+	return w
+}
+
+func (w *writeTx) offset(partition int) int64 {
+	return int64(readU64(w.offsets.Get(u32(partition))))
+}
+
+func (w *writeTx) setOffset(partition int, next int64) error {
+	return w.offsets.Put(u32(partition), u64(uint64(next)))
+}
+
+func (w *writeTx) flush() error {
+	if w.usersN == w.users0 {
+		return nil
+	}
+	return w.meta.Put(keyUsers, u64(uint64(w.usersN)))
+}
+
+// apply folds one message in and reports whether the index changed.
+func (w *writeTx) apply(partition int, m Message) (bool, error) {
+	if m.Value == nil {
+		ws, user, ok := splitMessageKey(m.Key)
+		if !ok || checkID(user) != nil {
+			return false, errors.New("tombstone with an invalid key")
+		}
+		return w.remove(ws, user)
+	}
+	ws, rec, err := decodeValue(m.Key, m.Value)
+	if err != nil {
+		return false, err
+	}
+	ukey := joinKey(nil, ws, rec.UserID)
+	if old := w.users.Get(ukey); old != nil {
+		if err := w.removeEntries(ws, rec.UserID, old); err != nil {
+			return false, err
+		}
+	} else {
+		w.usersN++
+	}
+	if err := w.putEntries(ws, rec); err != nil {
+		return false, err
+	}
+	// bbolt keeps the slices given to Put until the commit: fresh ones.
+	val := make([]byte, 4+len(m.Value))
+	binary.BigEndian.PutUint32(val, uint32(partition))
+	copy(val[4:], m.Value)
+	return true, w.users.Put(ukey, val)
+}
+
+func (w *writeTx) remove(ws, user string) (bool, error) {
+	ukey := joinKey(nil, ws, user)
+	old := w.users.Get(ukey)
+	if old == nil {
+		return false, nil
+	}
+	if err := w.removeEntries(ws, user, old); err != nil {
+		return false, err
+	}
+	w.usersN--
+	return true, w.users.Delete(ukey)
+}
+
+// removeEntries deletes the index entries of a user's stored record. The
+// record is decoded before anything is deleted: old points into the file.
+func (w *writeTx) removeEntries(ws, user string, old []byte) error {
+	rec, err := storedRecord(old)
+	if err != nil {
+		return fmt.Errorf("stored record: %w", err)
+	}
+	for _, k := range entryKeys(ws, user, rec) {
+		if err := k.bucket(w).Delete(k.key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *writeTx) putEntries(ws string, rec Record) error {
+	var flags byte
+	if rec.Identified() {
+		flags = flagIdentified
+	}
+	for _, k := range entryKeys(ws, rec.UserID, rec) {
+		if err := k.bucket(w).Put(k.key, []byte{flags}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropPartition removes every user stored from partition. The keys are
+// collected first: deleting while iterating makes a bbolt cursor skip items.
+func (w *writeTx) dropPartition(partition int) error {
+	var doomed [][]byte
+	err := w.users.ForEach(func(k, v []byte) error {
+		if len(v) >= 4 && int(binary.BigEndian.Uint32(v)) == partition {
+			doomed = append(doomed, bytes.Clone(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range doomed {
+		ws, user, ok := splitJoined(k)
+		if !ok {
+			return errors.New("corrupt users key")
+		}
+		if _, err := w.remove(ws, user); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type entryKey struct {
+	which byte // 'e', 'a' or 'd'
+	key   []byte
+}
+
+func (k entryKey) bucket(w *writeTx) *bolt.Bucket {
+	switch k.which {
+	case 'e':
+		return w.ext
+	case 'a':
+		return w.alias
+	default:
+		return w.device
+	}
+}
+
+// entryKeys lists the index entries of a record, each key freshly allocated.
+func entryKeys(ws, user string, rec Record) []entryKey {
+	out := make([]entryKey, 0, 1+len(rec.Aliases)+len(rec.DeviceIDs))
+	if rec.ExternalID != "" {
+		out = append(out, entryKey{'e', joinKey(nil, ws, rec.ExternalID, user)})
+	}
+	for _, a := range rec.Aliases {
+		out = append(out, entryKey{'a', joinKey(nil, ws, a.Label, a.Name, user)})
+	}
+	for _, d := range rec.DeviceIDs {
+		out = append(out, entryKey{'d', joinKey(nil, ws, d, user)})
+	}
+	return out
+}
+
+func storedRecord(v []byte) (Record, error) {
+	if len(v) < 4 {
+		return Record{}, errors.New("too short")
+	}
+	var w wireRecord
+	if err := json.Unmarshal(v[4:], &w); err != nil {
+		return Record{}, err
+	}
+	return w.Record, nil
+}
+
+// joinKey appends parts separated by NUL to dst.
+func joinKey(dst []byte, parts ...string) []byte {
+	for i, p := range parts {
+		if i > 0 {
+			dst = append(dst, 0)
+		}
+		dst = append(dst, p...)
+	}
+	return dst
+}
+
+// splitJoined splits a two-component key.
+func splitJoined(k []byte) (string, string, bool) {
+	i := bytes.IndexByte(k, 0)
+	if i < 0 {
+		return "", "", false
+	}
+	return string(k[:i]), string(k[i+1:]), true
+}
+
+func u32(v int) []byte {
+	b := make([]byte, 4)
+	binary.BigEndian.PutUint32(b, uint32(v))
+	return b
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+func readU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// Lookup answers which user an id of a workspace belongs to. Every method
+// returns the user id, whether that user is identified, and whether the id
+// matched at all.
+type Lookup interface {
+	// LookupExternalID finds the user with external id id.
+	LookupExternalID(workspace, id string) (userID string, identified, found bool)
+	// LookupAlias finds the user with alias name within alias label.
+	LookupAlias(workspace, name, label string) (userID string, identified, found bool)
+	// LookupDevice finds a user who recorded device id id. Device ids match
+	// anonymous users only: if an anonymous user has the device it is
+	// returned; otherwise an identified user who has it is returned with
+	// identified set, for the caller to refuse.
+	LookupDevice(workspace, id string) (userID string, identified, found bool)
+}
+
+// View runs fn with a Lookup over one consistent snapshot of the index: one
+// read transaction, however many lookups fn makes. The Lookup is valid only
+// inside fn and only for one goroutine.
+func (x *Index) View(fn func(Lookup) error) error {
+	return x.db.View(func(tx *bolt.Tx) error {
+		return fn(newLookup(tx))
+	})
+}
+
+// LookupExternalID is a single lookup in its own read transaction; batches
+// should use View.
+func (x *Index) LookupExternalID(workspace, id string) (userID string, identified, found bool) {
+	_ = x.View(func(l Lookup) error {
+		userID, identified, found = l.LookupExternalID(workspace, id)
+		return nil
+	})
+	return userID, identified, found
+}
+
+// LookupAlias is a single lookup in its own read transaction.
+func (x *Index) LookupAlias(workspace, name, label string) (userID string, identified, found bool) {
+	_ = x.View(func(l Lookup) error {
+		userID, identified, found = l.LookupAlias(workspace, name, label)
+		return nil
+	})
+	return userID, identified, found
+}
+
+// LookupDevice is a single lookup in its own read transaction.
+func (x *Index) LookupDevice(workspace, id string) (userID string, identified, found bool) {
+	_ = x.View(func(l Lookup) error {
+		userID, identified, found = l.LookupDevice(workspace, id)
+		return nil
+	})
+	return userID, identified, found
+}
+
+// txLookup reuses one cursor per index and one key buffer for all lookups
+// of a transaction, so a lookup allocates only the user id it returns.
+type txLookup struct {
+	ext, alias, device *bolt.Cursor
+	buf                []byte
+}
+
+func newLookup(tx *bolt.Tx) *txLookup {
+	return &txLookup{
+		ext:    tx.Bucket(bucketExt).Cursor(),
+		alias:  tx.Bucket(bucketAlias).Cursor(),
+		device: tx.Bucket(bucketDevice).Cursor(),
+		buf:    make([]byte, 0, 256),
+	}
+}
+
+// prefix builds the key prefix of parts, or reports false for parts that
+// cannot occur in the index (empty, or containing NUL).
+func (l *txLookup) prefix(parts ...string) bool {
+	l.buf = l.buf[:0]
+	for _, p := range parts {
+		if p == "" || strings.IndexByte(p, 0) >= 0 {
+			return false
+		}
+		l.buf = append(l.buf, p...)
+		l.buf = append(l.buf, 0)
+	}
+	return true
+}
+
+// first returns the entry with the smallest user id under the prefix, which
+// is the same choice on every instance when an id is claimed twice.
+func (l *txLookup) first(c *bolt.Cursor) (string, bool, bool) {
+	k, v := c.Seek(l.buf)
+	if k == nil || !bytes.HasPrefix(k, l.buf) || len(k) == len(l.buf) {
+		return "", false, false
+	}
+	return string(k[len(l.buf):]), len(v) > 0 && v[0]&flagIdentified != 0, true
+}
+
+func (l *txLookup) LookupExternalID(workspace, id string) (string, bool, bool) {
+	if !l.prefix(workspace, id) {
+		return "", false, false
+	}
+	return l.first(l.ext)
+}
+
+func (l *txLookup) LookupAlias(workspace, name, label string) (string, bool, bool) {
+	if !l.prefix(workspace, label, name) {
+		return "", false, false
+	}
+	return l.first(l.alias)
+}
+
+func (l *txLookup) LookupDevice(workspace, id string) (string, bool, bool) {
+	if !l.prefix(workspace, id) {
+		return "", false, false
+	}
+	var identifiedUser []byte
+	for k, v := l.device.Seek(l.buf); k != nil && bytes.HasPrefix(k, l.buf); k, v = l.device.Next() {
+		user := k[len(l.buf):]
+		if len(user) == 0 {
+			continue
+		}
+		if len(v) == 0 || v[0]&flagIdentified == 0 {
+			return string(user), false, true
+		}
+		if identifiedUser == nil {
+			identifiedUser = user
+		}
+	}
+	if identifiedUser != nil {
+		return string(identifiedUser), true, true
+	}
+	return "", false, false
+}

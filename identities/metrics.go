@@ -1,0 +1,118 @@
+package identities
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const metricsNamespace, metricsSubsystem = "cohortsync", "identities"
+
+// registration registers collectors and can take them all back, so that a
+// component can be reopened on the same registry after Close.
+type registration struct {
+	reg        prometheus.Registerer
+	registered []prometheus.Collector
+}
+
+func (r *registration) register(reg prometheus.Registerer, what string, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	r.reg = reg
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			r.unregister()
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return fmt.Errorf("register metrics: another %s is registered on the same registry: %w", what, err)
+			}
+			return fmt.Errorf("register metrics: %w", err)
+		}
+		r.registered = append(r.registered, c)
+	}
+	return nil
+}
+
+func (r *registration) unregister() {
+	for _, c := range r.registered {
+		r.reg.Unregister(c)
+	}
+	r.registered = nil
+}
+
+type metrics struct {
+	applied        prometheus.Counter
+	invalidRecords prometheus.Counter
+	tailErrors     prometheus.Counter
+	users          prometheus.GaugeFunc
+	lag            prometheus.GaugeFunc
+	syncAge        prometheus.GaugeFunc
+	registration
+}
+
+func newMetrics(d *Directory) *metrics {
+	const ns, sub = metricsNamespace, metricsSubsystem
+	return &metrics{
+		applied: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "applied_records_total",
+			Help: "Records of the identities topic applied to the local replica.",
+		}),
+		invalidRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "invalid_records_total",
+			Help: "Records of the identities topic that could not be applied and were skipped.",
+		}),
+		tailErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "tail_errors_total",
+			Help: "Interruptions of a partition tail of the identities topic (each followed by a reconnect).",
+		}),
+		users: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "users",
+			Help: "Users in the local replica of the identity directory, over all workspaces.",
+		}, func() float64 { n, _ := d.idx.Users(); return float64(n) }),
+		lag: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "lag_records",
+			Help: "Records of the identities topic written but not yet applied to the local replica.",
+		}, func() float64 { return float64(d.Status().Lag) }),
+		syncAge: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "sync_age_seconds",
+			Help: "Seconds since the least recent partition tail confirmed it had read its partition to the end.",
+		}, func() float64 {
+			var oldest time.Time
+			for _, p := range d.Status().Partitions {
+				if oldest.IsZero() || p.LastSync.Before(oldest) {
+					oldest = p.LastSync
+				}
+			}
+			return time.Since(oldest).Seconds()
+		}),
+	}
+}
+
+func (m *metrics) register(reg prometheus.Registerer) error {
+	return m.registration.register(reg, "identity directory", m.applied, m.invalidRecords, m.tailErrors, m.users, m.lag, m.syncAge)
+}
+
+// loaderMetrics count what loads landed and refused.
+type loaderMetrics struct {
+	lines *prometheus.CounterVec
+	registration
+}
+
+func newLoaderMetrics() *loaderMetrics {
+	m := &loaderMetrics{
+		lines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "load_lines_total",
+			Help: "NDJSON lines of identity loads, by result: landed on the topic, or rejected as invalid.",
+		}, []string{"result"}),
+	}
+	m.lines.WithLabelValues("landed")
+	m.lines.WithLabelValues("rejected")
+	return m
+}
+
+func (m *loaderMetrics) register(reg prometheus.Registerer) error {
+	return m.registration.register(reg, "identity loader", m.lines)
+}
