@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: build run test bench lint fmt ci
+.PHONY: build run test bench lint fmt ci clickhouse-up clickhouse-down
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/cohortsync ./cmd/cohortsync
@@ -24,3 +24,11 @@ lint:
 
 ci:
 	CI=true bash .ci/run
+
+# A local ClickHouse for the integration tests (data under .clickhouse/).
+# Install it once with: bash scripts/clickhouse.sh install
+clickhouse-up:
+	bash scripts/clickhouse.sh up
+
+clickhouse-down:
+	bash scripts/clickhouse.sh down

@@ -130,6 +130,8 @@ variables and flags, each overriding the one before.`,
 		c.newServeCmd(),
 		c.newVersionCmd(),
 		c.newKeysCmd(),
+		c.newIdentitiesCmd(),
+		c.newMigrateCmd(),
 	)
 	return root
 }

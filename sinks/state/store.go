@@ -1,0 +1,227 @@
+// Package state is the embedded membership state store: the state of record
+// in the embedded deployment, from which snapshots and segment queries read.
+// It is a pipeline.Sink over one bbolt file (DATA_DIR/state.db).
+//
+// Every Write is one read-write transaction, fsynced on commit, so a batch is
+// stored entirely or not at all. Everything it stores is idempotent under
+// redelivery, which is what makes a crash between the write and the Kafka
+// offset commit harmless:
+//
+//   - membership keeps, per (workspace, partner, cohort, user), the change
+//     with the highest version (ReplacingMergeTree semantics); a change whose
+//     version is not higher than the stored one is a no-op;
+//   - data points are keyed by (record id, position): a key that exists is a
+//     redelivery and is neither stored nor counted again, while a partner's
+//     re-sent sync has new record ids and does count;
+//   - rejections are keyed by record id and replaced, never added to;
+//   - cohort metadata keeps the record with the highest version.
+//
+// Layout (keys of several strings use the order-preserving tuple encoding of
+// encoding.go; "(b)" marks a bucket):
+//
+//	meta(b)       format → "1"
+//	positions(b)  partition(4) → highest offset written(8)
+//	ws(b) / tuple(workspace)(b) /
+//	    c(b) / tuple(partner, cohort_id)(b) /
+//	        m(b) user_id → memberState
+//	        p(b) tuple(record_id) position(4) → flags day version user_id
+//	        d(b) day(4) → billable(8) effective(8)
+//	        i     cohort metadata and bookkeeping (JSON)
+//	    r(b) / tuple(partner, cohort_id, record_id, reason) → ids(8) records(8)
+package state
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/cohortsync/cohortsync/pipeline"
+)
+
+const formatVersion = "1"
+
+var (
+	bucketMeta       = []byte("meta")
+	bucketPositions  = []byte("positions")
+	bucketWorkspaces = []byte("ws")
+	bucketCohorts    = []byte("c")
+	bucketRejections = []byte("r")
+	bucketMembers    = []byte("m")
+	bucketPoints     = []byte("p")
+	bucketDays       = []byte("d")
+	keyFormat        = []byte("format")
+	keyInfo          = []byte("i")
+)
+
+// Store is the embedded state store.
+type Store struct {
+	db   *bolt.DB
+	path string
+	m    *metrics
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ pipeline.Sink = (*Store)(nil)
+
+// Open opens (or creates) the store of cfg. Its metrics go to reg (nil: not
+// registered).
+func Open(cfg Config, reg prometheus.Registerer) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{
+		Timeout: cfg.OpenTimeout,
+		// The freelist is rebuilt by scanning at open instead of being
+		// written on every commit: commits are the hot path, opens are rare.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: open %s: %w", cfg.Path, err)
+	}
+	if err := db.Update(initBuckets); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("state: open %s: %w", cfg.Path, err)
+	}
+	s := &Store{db: db, path: cfg.Path}
+	s.m = newMetrics(s)
+	if err := s.m.register(reg); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return s, nil
+}
+
+func initBuckets(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return err
+	}
+	switch v := meta.Get(keyFormat); {
+	case v == nil:
+		if err := meta.Put(keyFormat, []byte(formatVersion)); err != nil {
+			return err
+		}
+	case string(v) != formatVersion:
+		return fmt.Errorf("file format %q, this build reads %q", v, formatVersion)
+	}
+	for _, name := range [][]byte{bucketPositions, bucketWorkspaces} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Name is the sink name used in metrics and logs.
+func (*Store) Name() string { return "state" }
+
+// Path is the store's file.
+func (s *Store) Path() string { return s.path }
+
+// Close unregisters the metrics and closes the file. It waits for running
+// transactions and may be called more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.m.unregister()
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("state: close: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// Results of a change and of a data point, as metric labels.
+const (
+	resultApplied  = "applied"
+	resultStale    = "stale"
+	resultNew      = "new"
+	resultReplayed = "replayed"
+)
+
+type metrics struct {
+	writeDuration prometheus.Histogram
+	writeErrors   prometheus.Counter
+	changes       *prometheus.CounterVec
+	points        *prometheus.CounterVec
+	fileBytes     prometheus.GaugeFunc
+
+	reg        prometheus.Registerer
+	registered []prometheus.Collector
+}
+
+func newMetrics(s *Store) *metrics {
+	const ns, sub = "cohortsync", "state"
+	m := &metrics{
+		writeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "write_duration_seconds",
+			Help:    "Time to apply and fsync one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "write_errors_total",
+			Help: "Batches that were not stored (nothing of them was).",
+		}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "changes_total",
+			Help: "Membership changes by result: applied, or stale (a redelivery or an older version than the stored one).",
+		}, []string{"result"}),
+		points: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "data_points_total",
+			Help: "Data points by result: new (billable), or replayed (already stored, not counted again).",
+		}, []string{"result"}),
+	}
+	m.fileBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Subsystem: sub, Name: "file_bytes",
+		Help: "Size of the state store file.",
+	}, func() float64 {
+		fi, err := os.Stat(s.path)
+		if err != nil {
+			return 0
+		}
+		return float64(fi.Size())
+	})
+	for _, r := range []string{resultApplied, resultStale} {
+		m.changes.WithLabelValues(r)
+	}
+	for _, r := range []string{resultNew, resultReplayed} {
+		m.points.WithLabelValues(r)
+	}
+	return m
+}
+
+func (m *metrics) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	m.reg = reg
+	for _, c := range []prometheus.Collector{m.writeDuration, m.writeErrors, m.changes, m.points, m.fileBytes} {
+		if err := reg.Register(c); err != nil {
+			m.unregister()
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return fmt.Errorf("register metrics: another state store is registered on the same registry: %w", err)
+			}
+			return fmt.Errorf("register metrics: %w", err)
+		}
+		m.registered = append(m.registered, c)
+	}
+	return nil
+}
+
+func (m *metrics) unregister() {
+	for _, c := range m.registered {
+		m.reg.Unregister(c)
+	}
+	m.registered = nil
+}
