@@ -19,6 +19,7 @@ import (
 
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/connectors/partnerapi"
+	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/keys"
 )
 
@@ -65,6 +66,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 	}
 
+	st, err := startStream(ctx, cfg, core, log, reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.stop(); err != nil {
+			log.Error("stop stream", "err", err)
+		}
+	}()
+
 	lander := core.Kafka.NewLander(core.Kafka.Config().Topics.Exports)
 	defer func() {
 		if err := lander.Close(); err != nil {
@@ -91,6 +102,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return fmt.Errorf("service: admin api: %w", err)
 	}
 	admin.Register(mux)
+	idCfg := identities.DefaultConfig(cfg.DataDir)
+	loader, err := identities.NewLoader(core.Kafka, idCfg, reg)
+	if err != nil {
+		return fmt.Errorf("service: identities loader: %w", err)
+	}
+	idAPI, err := identities.NewAdminAPI(loader, creds.admin, idCfg, log)
+	if err != nil {
+		return fmt.Errorf("service: identities api: %w", err)
+	}
+	idAPI.Register(mux)
 
 	var ready atomic.Bool
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -101,7 +122,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		_, _ = io.WriteString(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := readiness(r.Context(), core); err != nil || !ready.Load() {
+		err := readiness(r.Context(), core)
+		if err == nil {
+			err = st.healthy()
+		}
+		if err != nil || !ready.Load() {
 			msg := "starting"
 			if err != nil {
 				msg = err.Error()

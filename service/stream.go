@@ -1,0 +1,163 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/connectors/kafka"
+	"github.com/cohortsync/cohortsync/identities"
+	"github.com/cohortsync/cohortsync/pipeline"
+	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
+	"github.com/cohortsync/cohortsync/sinks/parquet"
+	"github.com/cohortsync/cohortsync/sinks/state"
+	"github.com/cohortsync/cohortsync/transforms/decode"
+	"github.com/cohortsync/cohortsync/transforms/identity"
+	"github.com/cohortsync/cohortsync/transforms/retention"
+)
+
+// stream is the running consumer side: identity directory, sinks and runner.
+type stream struct {
+	dir    *identities.Directory
+	state  *state.Store // nil when ClickHouse is the state of record
+	ch     *chsink.Sink // nil without ClickHouse
+	sinks  []pipeline.Sink
+	runner *pipeline.Runner
+	dlq    *kafka.DeadLetter
+	done   chan error
+	cancel context.CancelFunc
+}
+
+// startStream opens the identity directory and the sinks (sinks first, as the
+// design asks), then starts the runner on the landing topic.
+func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.Logger, reg prometheus.Registerer) (*stream, error) {
+	s := &stream{done: make(chan error, 1)}
+	fail := func(err error) (*stream, error) { return nil, errors.Join(err, s.close()) }
+
+	dirCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	dir, err := identities.Open(dirCtx, core.Kafka, identities.DefaultConfig(cfg.DataDir), identities.Options{Logger: log, Registerer: reg})
+	if err != nil {
+		return fail(fmt.Errorf("service: identity directory: %w", err))
+	}
+	s.dir = dir
+
+	if cfg.ClickHouse.Addr != "" {
+		chCfg := chsink.DefaultConfig()
+		chCfg.Addr = cfg.ClickHouse.Addr
+		chCfg.Database = cfg.ClickHouse.Database
+		ch, err := chsink.New(chCfg, chsink.Options{Logger: log, Registerer: reg})
+		if err != nil {
+			return fail(fmt.Errorf("service: clickhouse sink: %w", err))
+		}
+		s.ch = ch
+		s.sinks = append(s.sinks, ch)
+		migCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		_, err = ch.Migrate(migCtx)
+		cancel()
+		if err != nil {
+			return fail(fmt.Errorf("service: clickhouse migrate: %w", err))
+		}
+	} else {
+		st, err := state.Open(state.DefaultConfig(cfg.DataDir), reg)
+		if err != nil {
+			return fail(fmt.Errorf("service: state store: %w", err))
+		}
+		s.state = st
+		s.sinks = append(s.sinks, st)
+	}
+	pqCfg := parquet.DefaultConfig()
+	pqCfg.Root = filepath.Join(cfg.DataDir, "parquet")
+	pq, err := parquet.New(pqCfg, parquet.Options{Logger: log, Registerer: reg})
+	if err != nil {
+		return fail(fmt.Errorf("service: parquet sink: %w", err))
+	}
+	s.sinks = append(s.sinks, pq)
+
+	dlq, err := core.Kafka.NewDeadLetter(reg, log)
+	if err != nil {
+		return fail(fmt.Errorf("service: dead letter: %w", err))
+	}
+	s.dlq = dlq
+	resolver, err := identity.New(identity.Options{Directory: dir, Registerer: reg, Logger: log})
+	if err != nil {
+		return fail(fmt.Errorf("service: identity resolver: %w", err))
+	}
+	ret, err := retention.New(retention.DefaultConfig())
+	if err != nil {
+		return fail(fmt.Errorf("service: retention: %w", err))
+	}
+	src, err := core.Kafka.NewGroupSource(core.Kafka.Config().Topics.Exports, kafka.DefaultGroupConfig(), reg, log)
+	if err != nil {
+		return fail(fmt.Errorf("service: consumer group: %w", err))
+	}
+	runner, err := pipeline.NewRunner(pipeline.RunnerOptions{
+		Source:       src,
+		Decoder:      decode.New(),
+		DecodeReason: decode.Reason,
+		Transforms:   []pipeline.Transform{ret},
+		Resolver:     resolver,
+		Sinks:        s.sinks,
+		DeadLetter:   dlq,
+		Logger:       log,
+		Registerer:   reg,
+	})
+	if err != nil {
+		_ = src.Close()
+		return fail(fmt.Errorf("service: runner: %w", err))
+	}
+	s.runner = runner
+	runCtx, runCancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = runCancel
+	go func() { s.done <- runner.Run(runCtx) }()
+	return s, nil
+}
+
+// healthy reports what /readyz needs from the stream side.
+func (s *stream) healthy() error {
+	if err := s.dir.Healthy(); err != nil {
+		return fmt.Errorf("identity directory: %w", err)
+	}
+	if s.ch != nil {
+		if err := s.ch.Healthy(); err != nil {
+			return fmt.Errorf("clickhouse: %w", err)
+		}
+	}
+	if f := s.runner.Status().Failing; len(f) > 0 {
+		return fmt.Errorf("stage %s failing since %s: %s", f[0].Stage, f[0].Since.Format(time.RFC3339), f[0].Err)
+	}
+	return nil
+}
+
+// stop stops the runner first (it stops fetching and drains), then closes the sinks.
+func (s *stream) stop() error {
+	var errs []error
+	if s.runner != nil {
+		s.cancel()
+		errs = append(errs, <-s.done)
+	}
+	return errors.Join(append(errs, s.close())...)
+}
+
+func (s *stream) close() error {
+	var errs []error
+	if s.runner != nil {
+		errs = append(errs, s.runner.Close())
+	}
+	for _, sink := range s.sinks {
+		errs = append(errs, sink.Close())
+	}
+	if s.dlq != nil {
+		errs = append(errs, s.dlq.Close())
+	}
+	if s.dir != nil {
+		errs = append(errs, s.dir.Close())
+	}
+	return errors.Join(errs...)
+}

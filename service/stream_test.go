@@ -1,0 +1,86 @@
+package service_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/cohortsync/cohortsync/sinks/state"
+)
+
+// TestStreamFromPartnerAPIToState sends a Mixpanel-style sequence through the
+// partner API and checks that every id ends up either as membership in the
+// state store or in a named rejection count.
+func TestStreamFromPartnerAPIToState(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	svc := startService(t, dir)
+	admin := adminLine.FindStringSubmatch(svc.out.String())[1]
+	m := curlLine.FindStringSubmatch(svc.out.String())
+	var first map[string]any
+	if err := json.Unmarshal([]byte(m[2]), &first); err != nil {
+		t.Fatal(err)
+	}
+	ids := "{\"user_id\":\"u1\",\"external_id\":\"e1\"}\n" +
+		"{\"user_id\":\"u2\",\"device_ids\":[\"d2\"]}\n" +
+		"{\"user_id\":\"u3\",\"external_id\":\"e3\",\"device_ids\":[\"d3\"]}\n"
+	if code, resp := post(t, "http://"+svc.addr+"/v1/workspaces/default/identities", "application/x-ndjson", admin, ids); code != http.StatusOK {
+		t.Fatalf("identities: %d %s", code, resp)
+	}
+	push := func(changes string) {
+		body := fmt.Sprintf(`{"partner_api_key":%q,"client_secret":%q,"cohort_id":"churn","cohort_changes":%s}`, first["partner_api_key"], first["client_secret"], changes)
+		if code, resp := post(t, "http://"+svc.addr+"/partners/mixpanel/cohorts/users", "application/json", "", body); code != http.StatusCreated {
+			t.Fatalf("push: %d %s", code, resp)
+		}
+	}
+	// The identity directory is fed by its own topic: give it a moment to apply.
+	time.Sleep(500 * time.Millisecond)
+	push(`[{"user_ids":["e1","e3","nobody"],"device_ids":["d2","d3"]}]`) // d3 belongs to an identified user
+	push(`[{"user_ids":["e1"],"should_remove":true}]`)
+	push(`[{"user_ids":["e1"],"should_remove":true}]`) // a re-sent sync
+
+	// Wait for the stream to drain: the runner commits after the sinks.
+	time.Sleep(3 * time.Second)
+	if err := svc.stop(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(state.DefaultConfig(dir), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	members, err := st.Members("default", "mixpanel", "churn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"u2", "u3"}; !reflect.DeepEqual(members, want) {
+		t.Fatalf("members %v, want %v", members, want)
+	}
+	rej, err := st.Rejections("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byReason := map[string]int64{}
+	for _, r := range rej {
+		byReason[r.Reason] += r.IDs
+	}
+	if byReason["unknown_user"] != 1 || byReason["device_id_of_identified_user"] != 1 {
+		t.Fatalf("rejections %v", byReason)
+	}
+	dps, err := st.DataPoints("default", time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var billable, effective int64
+	for _, d := range dps {
+		billable += d.Billable
+		effective += d.Effective
+	}
+	// Sent 7 ids: 2 rejected, 5 accepted (3 adds, 2 removes of e1).
+	if billable != 5 || effective != 4 || billable+byReason["unknown_user"]+byReason["device_id_of_identified_user"] != 7 {
+		t.Fatalf("billable %d effective %d, rejections %v", billable, effective, byReason)
+	}
+}
