@@ -12,6 +12,7 @@
 package config
 
 import (
+	"fmt"
 	"time"
 
 	kafka "github.com/cohortsync/cohortsync/connectors/kafka"
@@ -43,6 +44,7 @@ type Config struct {
 	Kafka      kafka.Config `yaml:"kafka"`
 	Embedded   Embedded     `yaml:"embedded"`
 	ClickHouse ClickHouse   `yaml:"clickhouse"`
+	Retention  Retention    `yaml:"retention"`
 }
 
 // Log configures the process logger.
@@ -106,6 +108,7 @@ func Default() Config {
 		Kafka:      kafka.DefaultConfig(),
 		Embedded:   Embedded{KafkaAddr: "127.0.0.1:0"},
 		ClickHouse: ClickHouse{Database: "cohortsync"},
+		Retention:  Retention{Cutoff: "2010-01-01T00:00:00Z"},
 	}
 }
 
@@ -113,4 +116,20 @@ func Default() Config {
 // naming a partner is taken as wanting it, so it is enabled unless it says otherwise.
 func newPartner() Partner {
 	return Partner{Enabled: true}
+}
+
+// Retention is the import rule that drops old records (DESIGN §3).
+type Retention struct {
+	// Cutoff is an RFC 3339 instant: records whose event time is before it
+	// are dropped and counted under the reason "retention".
+	Cutoff string `yaml:"cutoff"`
+}
+
+// CutoffTime parses Cutoff; Validate has already checked it.
+func (r Retention) CutoffTime() (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, r.Cutoff)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time", r.Cutoff)
+	}
+	return t.UTC(), nil
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // minSecretLen is the shortest api_key or admin_token accepted: anything
@@ -55,6 +56,11 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		p.addf("shutdown_timeout", "%s, must be positive", c.ShutdownTimeout)
+	}
+	if t, err := c.Retention.CutoffTime(); err != nil {
+		p.add("retention.cutoff", err)
+	} else if t.After(time.Now()) {
+		p.addf("retention.cutoff", "%s is in the future: every record would be dropped", c.Retention.Cutoff)
 	}
 	c.validatePartners(&p)
 	c.validateIngest(&p)

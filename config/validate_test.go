@@ -251,3 +251,18 @@ func TestValidateKeepsKafkaErrorsWrapped(t *testing.T) {
 		t.Errorf("kafka problem does not wrap kafka.Config's error: %v", target)
 	}
 }
+
+func TestRetentionCutoff(t *testing.T) {
+	t.Parallel()
+	cfg := Default()
+	if got, err := cfg.Retention.CutoffTime(); err != nil || !got.Equal(time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("default cutoff %v, %v", got, err)
+	}
+	for _, bad := range []string{"2010-01-01", "yesterday", "2999-01-01T00:00:00Z"} {
+		cfg.Retention.Cutoff = bad
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), "retention.cutoff") {
+			t.Errorf("cutoff %q: got %v, want a retention.cutoff problem", bad, err)
+		}
+	}
+}

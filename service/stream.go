@@ -89,7 +89,11 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	if err != nil {
 		return fail(fmt.Errorf("service: identity resolver: %w", err))
 	}
-	ret, err := retention.New(retention.DefaultConfig())
+	cutoff, err := cfg.Retention.CutoffTime()
+	if err != nil {
+		return fail(fmt.Errorf("service: retention.cutoff: %w", err))
+	}
+	ret, err := retention.New(retention.Config{Cutoff: cutoff})
 	if err != nil {
 		return fail(fmt.Errorf("service: retention: %w", err))
 	}
