@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -8,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/connectors/kafka"
+	"github.com/cohortsync/cohortsync/internal/kafkatest"
+	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/sinks/state"
 )
 
@@ -17,8 +22,13 @@ import (
 func TestStreamFromPartnerAPIToState(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	svc := startService(t, dir)
-	admin := adminLine.FindStringSubmatch(svc.out.String())[1]
+	brokers := kafkatest.NewCluster(t)
+	const admin = "cst_stream-test-admin-token"
+	cfg := config.Default()
+	cfg.DataDir = dir
+	cfg.Kafka.Brokers = brokers
+	cfg.AdminToken = admin
+	svc := startWith(t, cfg)
 	m := curlLine.FindStringSubmatch(svc.out.String())
 	var first map[string]any
 	if err := json.Unmarshal([]byte(m[2]), &first); err != nil {
@@ -41,6 +51,43 @@ func TestStreamFromPartnerAPIToState(t *testing.T) {
 	push(`[{"user_ids":["e1","e3","nobody"],"device_ids":["d2","d3"]}]`) // d3 belongs to an identified user
 	push(`[{"user_ids":["e1"],"should_remove":true}]`)
 	push(`[{"user_ids":["e1"],"should_remove":true}]`) // a re-sent sync
+
+	// Envelopes on both sides of the retention cutoff, landed straight on the topic
+	// (as a replay of old history would be).
+	kcfg := kafka.DefaultConfig()
+	kcfg.Brokers = brokers
+	client, err := kafka.NewClient(kcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	lander := client.NewLander(kcfg.Topics.Exports)
+	defer lander.Close()
+	for _, c := range []struct {
+		at  time.Time
+		ids []string
+	}{
+		{time.Date(2009, 12, 31, 23, 59, 59, 0, time.UTC), []string{"e3", "e1"}}, // dropped: 2 ids
+		{time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC), []string{"e3"}},            // kept: a re-sent add
+	} {
+		rid, err := schemas.NewRecordID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := schemas.Envelope{SchemaVersion: schemas.CurrentVersion, RecordID: rid, Workspace: "default", Partner: "mixpanel",
+			ReceivedAt: c.at, EventTime: c.at,
+			Payload: schemas.CohortChangesPayload{CohortID: "churn", Changes: []schemas.Change{{UserIDs: c.ids}}}}
+		b, err := schemas.Encode(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = lander.Land(ctx, env.PartitionKey(), b)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// Wait for the stream to drain: the runner commits after the sinks.
 	time.Sleep(3 * time.Second)
@@ -67,7 +114,7 @@ func TestStreamFromPartnerAPIToState(t *testing.T) {
 	for _, r := range rej {
 		byReason[r.Reason] += r.IDs
 	}
-	if byReason["unknown_user"] != 1 || byReason["device_id_of_identified_user"] != 1 {
+	if byReason["unknown_user"] != 1 || byReason["device_id_of_identified_user"] != 1 || byReason["retention"] != 2 {
 		t.Fatalf("rejections %v", byReason)
 	}
 	dps, err := st.DataPoints("default", time.Time{}, time.Time{})
@@ -79,8 +126,9 @@ func TestStreamFromPartnerAPIToState(t *testing.T) {
 		billable += d.Billable
 		effective += d.Effective
 	}
-	// Sent 7 ids: 2 rejected, 5 accepted (3 adds, 2 removes of e1).
-	if billable != 5 || effective != 4 || billable+byReason["unknown_user"]+byReason["device_id_of_identified_user"] != 7 {
+	// Sent 10 ids: 4 rejected by name, 6 accepted (3 adds, 2 removes of e1, a
+	// re-sent add of e3 that changes nothing).
+	if billable != 6 || effective != 4 || billable+byReason["unknown_user"]+byReason["device_id_of_identified_user"]+byReason["retention"] != 10 {
 		t.Fatalf("billable %d effective %d, rejections %v", billable, effective, byReason)
 	}
 }
