@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,7 +48,7 @@ func TestStreamFromPartnerAPIToState(t *testing.T) {
 		}
 	}
 	// The identity directory is fed by its own topic: give it a moment to apply.
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(time.Second)
 	push(`[{"user_ids":["e1","e3","nobody"],"device_ids":["d2","d3"]}]`) // d3 belongs to an identified user
 	push(`[{"user_ids":["e1"],"should_remove":true}]`)
 	push(`[{"user_ids":["e1"],"should_remove":true}]`) // a re-sent sync
@@ -89,8 +90,9 @@ func TestStreamFromPartnerAPIToState(t *testing.T) {
 		}
 	}
 
-	// Wait for the stream to drain: the runner commits after the sinks.
-	time.Sleep(3 * time.Second)
+	// Wait for the stream to drain: the runner commits only after the sinks,
+	// so zero consumer lag on every partition means everything is written.
+	waitNoLag(t, svc.addr)
 	if err := svc.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -131,4 +133,34 @@ func TestStreamFromPartnerAPIToState(t *testing.T) {
 	if billable != 6 || effective != 4 || billable+byReason["unknown_user"]+byReason["device_id_of_identified_user"]+byReason["retention"] != 10 {
 		t.Fatalf("billable %d effective %d, rejections %v", billable, effective, byReason)
 	}
+}
+
+func waitNoLag(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	zeroInARow := 0
+	for time.Now().Before(deadline) {
+		time.Sleep(300 * time.Millisecond)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+		_, body := do(t, req)
+		lines, lagging := 0, false
+		for _, l := range strings.Split(body, "\n") {
+			if !strings.HasPrefix(l, "cohortsync_consumer_lag{") {
+				continue
+			}
+			lines++
+			if !strings.HasSuffix(l, " 0") {
+				lagging = true
+			}
+		}
+		if lines > 0 && !lagging {
+			zeroInARow++
+			if zeroInARow >= 3 {
+				return
+			}
+		} else {
+			zeroInARow = 0
+		}
+	}
+	t.Fatal("the stream did not catch up within 60 s")
 }
