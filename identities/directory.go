@@ -380,7 +380,7 @@ func (d *Directory) partitionEnds(ctx context.Context) (map[int]int64, error) {
 		} else if !errors.As(err, &kerr) || !kerr.Temporary() {
 			return nil, err
 		}
-		if !sleep(ctx, backoff(attempt)) {
+		if !kafka.SleepContext(ctx, kafka.RetryDelay(attempt, backoffMin, backoffMax)) {
 			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	kgo "github.com/segmentio/kafka-go"
+
+	"github.com/cohortsync/cohortsync/connectors/kafka"
 )
 
 const (
@@ -27,10 +29,10 @@ const (
 func (d *Directory) tail(ctx context.Context, p int) {
 	defer d.wg.Done()
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 && !sleep(ctx, backoff(attempt)) {
+		if attempt > 0 && !kafka.SleepContext(ctx, kafka.RetryDelay(attempt, backoffMin, backoffMax)) {
 			return
 		}
-		conn, err := d.dialLeader(ctx, p)
+		conn, err := d.client.DialLeader(ctx, d.topic, p)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -56,23 +58,6 @@ func (d *Directory) tailFailed(p int, err error) {
 	d.parts[p].lastErr = err
 	d.mu.Unlock()
 	d.log.Warn("identities partition tail interrupted, reconnecting", "partition", p, "error", err)
-}
-
-func (d *Directory) dialLeader(ctx context.Context, p int) (*kgo.Conn, error) {
-	var errs []error
-	for _, broker := range d.client.Config().Brokers {
-		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-		conn, err := d.client.Dialer().DialLeader(dctx, "tcp", broker, d.topic, p)
-		cancel()
-		if err == nil {
-			return conn, nil
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, fmt.Errorf("connect to the leader of %s/%d: %w", d.topic, p, errors.Join(errs...))
 }
 
 // readLoop fetches until the connection fails. It reports whether any fetch
@@ -241,23 +226,4 @@ func (d *Directory) listOffset(ctx context.Context, p int, which int64) (int64, 
 		return po.LastOffset, nil
 	}
 	return 0, fmt.Errorf("list offsets of %s: no answer for partition %d", d.topic, p)
-}
-
-func backoff(attempt int) time.Duration {
-	d := backoffMin
-	for i := 1; i < attempt && d < backoffMax; i++ {
-		d *= 2
-	}
-	return min(d, backoffMax)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

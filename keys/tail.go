@@ -8,6 +8,8 @@ import (
 	"time"
 
 	kgo "github.com/segmentio/kafka-go"
+
+	"github.com/cohortsync/cohortsync/connectors/kafka"
 )
 
 const (
@@ -27,10 +29,10 @@ const (
 func (s *Store) tail(ctx context.Context) {
 	defer close(s.done)
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 && !sleep(ctx, backoff(attempt)) {
+		if attempt > 0 && !kafka.SleepContext(ctx, kafka.RetryDelay(attempt, backoffMin, backoffMax)) {
 			return
 		}
-		conn, err := s.dialLeader(ctx)
+		conn, err := s.client.DialLeader(ctx, s.topic, 0)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -56,23 +58,6 @@ func (s *Store) tailFailed(err error) {
 	s.lastErr = err
 	s.mu.Unlock()
 	s.log.Warn("keys topic tail interrupted, reconnecting", "error", err)
-}
-
-func (s *Store) dialLeader(ctx context.Context) (*kgo.Conn, error) {
-	var errs []error
-	for _, broker := range s.client.Config().Brokers {
-		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-		conn, err := s.client.Dialer().DialLeader(dctx, "tcp", broker, s.topic, 0)
-		cancel()
-		if err == nil {
-			return conn, nil
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, fmt.Errorf("connect to the leader of %s/0: %w", s.topic, errors.Join(errs...))
 }
 
 // readLoop fetches until the connection fails. It reports whether any fetch
@@ -235,27 +220,8 @@ func (s *Store) listOffsetRetry(ctx context.Context, which int64) (int64, error)
 		if err == nil || !errors.As(err, &kerr) || !kerr.Temporary() {
 			return off, err
 		}
-		if !sleep(ctx, backoff(attempt)) {
+		if !kafka.SleepContext(ctx, kafka.RetryDelay(attempt, backoffMin, backoffMax)) {
 			return 0, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
-	}
-}
-
-func backoff(attempt int) time.Duration {
-	d := backoffMin
-	for i := 1; i < attempt && d < backoffMax; i++ {
-		d *= 2
-	}
-	return min(d, backoffMax)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -3,8 +3,6 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"net"
-	"strconv"
 
 	kgo "github.com/segmentio/kafka-go"
 )
@@ -59,13 +57,9 @@ func (c *Client) readPartition(ctx context.Context, topic string, partition int,
 	if end == 0 {
 		return nil, nil
 	}
-	leader, err := c.leaderAddr(ctx, topic, partition)
+	conn, err := c.DialLeader(ctx, topic, partition)
 	if err != nil {
 		return nil, err
-	}
-	conn, err := c.dialer.DialLeader(ctx, "tcp", leader, topic, partition)
-	if err != nil {
-		return nil, fmt.Errorf("kafka: dial leader of %s/%d: %w", topic, partition, err)
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -99,27 +93,4 @@ func (c *Client) readPartition(ctx context.Context, topic string, partition int,
 		}
 	}
 	return out, nil
-}
-
-func (c *Client) leaderAddr(ctx context.Context, topic string, partition int) (string, error) {
-	md, err := c.admin.Metadata(ctx, &kgo.MetadataRequest{Topics: []string{topic}})
-	if err != nil {
-		return "", fmt.Errorf("kafka: metadata %s: %w", topic, err)
-	}
-	brokers := map[int]kgo.Broker{}
-	for _, b := range md.Brokers {
-		brokers[b.ID] = b
-	}
-	for _, t := range md.Topics {
-		for _, p := range t.Partitions {
-			if p.ID == partition {
-				b, ok := brokers[p.Leader.ID]
-				if !ok {
-					b = p.Leader
-				}
-				return net.JoinHostPort(b.Host, strconv.Itoa(b.Port)), nil
-			}
-		}
-	}
-	return "", fmt.Errorf("kafka: no leader for %s/%d", topic, partition)
 }
