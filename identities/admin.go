@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/adminauth"
+	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/keys"
 )
 
@@ -60,9 +61,9 @@ func NewAdminAPI(loader *Loader, authorizer adminauth.Authorizer, cfg Config, lo
 	}, nil
 }
 
-// Register adds the route to mux.
-func (a *AdminAPI) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/workspaces/{workspace}/identities", a.load)
+// Register adds the route to r.
+func (a *AdminAPI) Register(r httproute.Router) {
+	r.Handle("POST /v1/workspaces/{workspace}/identities", http.HandlerFunc(a.load))
 }
 
 // load answers only once every accepted line has landed with acks=all. The

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/adminauth"
+	"github.com/cohortsync/cohortsync/internal/httproute"
 )
 
 const (
@@ -92,11 +93,11 @@ func NewAdminAPI(store *Store, authorizer adminauth.Authorizer, partners func(na
 	return &AdminAPI{store: store, auth: authorizer, partners: partners, log: logger.With("component", "keys-admin")}, nil
 }
 
-// Register adds the admin routes to mux.
-func (a *AdminAPI) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/workspaces/{workspace}/keys", a.guard(a.create))
-	mux.HandleFunc("GET /v1/workspaces/{workspace}/keys", a.guard(a.list))
-	mux.HandleFunc("DELETE /v1/workspaces/{workspace}/keys/{key_id}", a.guard(a.revoke))
+// Register adds the admin routes to r.
+func (a *AdminAPI) Register(r httproute.Router) {
+	r.Handle("POST /v1/workspaces/{workspace}/keys", a.guard(a.create))
+	r.Handle("GET /v1/workspaces/{workspace}/keys", a.guard(a.list))
+	r.Handle("DELETE /v1/workspaces/{workspace}/keys/{key_id}", a.guard(a.revoke))
 }
 
 // guard checks the token before anything else, so that unauthenticated

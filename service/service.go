@@ -20,6 +20,7 @@ import (
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/connectors/partnerapi"
 	"github.com/cohortsync/cohortsync/identities"
+	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/keys"
 )
 
@@ -83,7 +84,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 	}()
 
-	mux := http.NewServeMux()
+	routes := httproute.NewRecorder()
+	mux := routes.Mux
 	api, err := partnerapi.New(partnerapi.Options{
 		Config:     partnerAPIConfig(cfg),
 		Partners:   creds.partners,
@@ -96,12 +98,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err != nil {
 		return fmt.Errorf("service: partner api: %w", err)
 	}
-	api.Register(mux)
+	api.Register(routes)
 	admin, err := keys.NewAdminAPI(core.Keys, creds.admin, func(name string) bool { _, ok := creds.partners[name]; return ok }, log)
 	if err != nil {
 		return fmt.Errorf("service: admin api: %w", err)
 	}
-	admin.Register(mux)
+	admin.Register(routes)
 	idCfg := identities.DefaultConfig(cfg.DataDir)
 	loader, err := identities.NewLoader(core.Kafka, idCfg, reg)
 	if err != nil {
@@ -111,17 +113,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err != nil {
 		return fmt.Errorf("service: identities api: %w", err)
 	}
-	idAPI.Register(mux)
+	idAPI.Register(routes)
 
 	var ready atomic.Bool
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	routes.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
 			http.Error(w, "starting", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	routes.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		err := readiness(r.Context(), core)
 		if err == nil {
 			err = st.healthy()
@@ -136,7 +138,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	routes.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

@@ -33,6 +33,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
@@ -159,10 +160,10 @@ func New(opts Options) (*API, error) {
 	return a, nil
 }
 
-// Register adds the two endpoints to mux. Other methods on these paths get
+// Register adds the two endpoints to mux (any httproute.Router). Other methods on these paths get
 // the mux's 405. Like any ServeMux registration it panics if the patterns
 // are already taken, which is a wiring bug, not a runtime condition.
-func (a *API) Register(mux *http.ServeMux) {
+func (a *API) Register(mux httproute.Router) {
 	mux.Handle("POST /partners/{partner}/cohorts", a.handler(endpoint{"cohorts", schemas.KindCohort}))
 	mux.Handle("POST /partners/{partner}/cohorts/users", a.handler(endpoint{"cohorts_users", schemas.KindCohortChanges}))
 }

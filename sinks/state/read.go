@@ -24,7 +24,7 @@ type MemberState struct {
 type DataPointRow struct {
 	Partner  string
 	CohortID string
-	// Day is midnight UTC of the day of the changes' event time.
+	// Day is midnight UTC of the landing (received_at) day, the billing day.
 	Day time.Time
 	// Billable counts accepted assignments (adds and removes), each landed
 	// record once however often it is delivered.

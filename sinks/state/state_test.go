@@ -45,13 +45,13 @@ func openStore(t *testing.T, path string, reg prometheus.Registerer) *Store {
 }
 
 // change is one resolved id of the record at offset, in workspace ws and
-// cohort c of partner "mixpanel".
-func change(ws, c, user string, add bool, offset int64, pos int, event time.Time) schemas.ResolvedChange {
+// cohort c of partner "mixpanel", landed (and happened) at at.
+func change(ws, c, user string, add bool, offset int64, pos int, at time.Time) schemas.ResolvedChange {
 	return schemas.ResolvedChange{
 		Workspace: ws, Partner: "mixpanel", CohortID: c, UserID: user,
 		IDKind: schemas.IDKindExternalID, IDValue: "ext-" + user, IsMember: add,
 		Version: schemas.Version(offset, pos), RecordID: fmt.Sprintf("rec-%d", offset), Position: uint32(pos),
-		EventTime: event, ReceivedAt: event.Add(time.Minute), Offset: offset,
+		EventTime: at, ReceivedAt: at, Offset: offset,
 	}
 }
 
@@ -311,7 +311,7 @@ func TestDayBucketing(t *testing.T) {
 	s := openStore(t, "", nil)
 	lastMicro := time.Date(2024, 3, 1, 23, 59, 59, 999999000, time.UTC)
 	midnight := time.Date(2024, 3, 2, 0, 0, 0, 0, time.UTC)
-	// An event at 00:30 in UTC+1 is still 1 March in UTC.
+	// A landing at 00:30 in UTC+1 is still 1 March in UTC.
 	zoned := time.Date(2024, 3, 2, 0, 30, 0, 0, time.FixedZone("CET", 3600))
 	later := time.Date(2024, 3, 5, 8, 0, 0, 0, time.UTC)
 	write(t, s, output(t, []schemas.ResolvedChange{
@@ -488,8 +488,8 @@ func TestCohortMetadata(t *testing.T) {
 	}
 	want := []Cohort{
 		{Partner: "mixpanel", CohortID: "c1", Name: "Renamed", CreatedAt: renamed.Add(-time.Hour), ReceivedAt: renamed,
-			LastSync: t0.Add(3*time.Hour + time.Minute), Members: 2},
-		{Partner: "mixpanel", CohortID: "c2", LastSync: t0.Add(time.Minute), Members: 1},
+			LastSync: t0.Add(3 * time.Hour), Members: 2},
+		{Partner: "mixpanel", CohortID: "c2", LastSync: t0, Members: 1},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("cohorts\n got %+v\nwant %+v", got, want)

@@ -312,7 +312,8 @@ func (w *batchWriter) applyCohort(ws, partner, cohort string, rows []int32) erro
 			w.replayed++
 			continue
 		}
-		day := dayOfMicros(int64(c.event.Value(row)))
+		// The billing day is the UTC landing day, as in ClickHouse's data_points.
+		day := dayOfMicros(int64(c.received.Value(row)))
 		user := c.user.Value(row)
 		var flags byte
 		if c.member.Value(row) == 1 {
