@@ -72,7 +72,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return err
 	}
 	defer func() {
-		if err := st.stop(); err != nil {
+		if err := st.Stop(); err != nil {
 			log.Error("stop stream", "err", err)
 		}
 	}()
@@ -126,7 +126,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	routes.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		err := readiness(r.Context(), core)
 		if err == nil {
-			err = st.healthy()
+			err = st.Healthy()
 		}
 		if err != nil || !ready.Load() {
 			msg := "starting"

@@ -22,8 +22,8 @@ import (
 	"github.com/cohortsync/cohortsync/transforms/retention"
 )
 
-// stream is the running consumer side: identity directory, sinks and runner.
-type stream struct {
+// Stream is the running consumer side: identity directory, sinks and runner.
+type Stream struct {
 	dir    *identities.Directory
 	state  *state.Store // nil when ClickHouse is the state of record
 	ch     *chsink.Sink // nil without ClickHouse
@@ -34,11 +34,23 @@ type stream struct {
 	cancel context.CancelFunc
 }
 
+// StartStream runs the consumer side without the HTTP server, for commands
+// such as backfill that work on the data directory themselves.
+func StartStream(ctx context.Context, cfg config.Config, core *Core, log *slog.Logger, reg prometheus.Registerer) (*Stream, error) {
+	return startStream(ctx, cfg, core, log, reg)
+}
+
+// State is the embedded state store, nil when ClickHouse is the state of record.
+func (s *Stream) State() *state.Store { return s.state }
+
+// ClickHouse is the ClickHouse sink, nil on the embedded default.
+func (s *Stream) ClickHouse() *chsink.Sink { return s.ch }
+
 // startStream opens the identity directory and the sinks (sinks first, as the
 // design asks), then starts the runner on the landing topic.
-func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.Logger, reg prometheus.Registerer) (*stream, error) {
-	s := &stream{done: make(chan error, 1)}
-	fail := func(err error) (*stream, error) { return nil, errors.Join(err, s.close()) }
+func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.Logger, reg prometheus.Registerer) (*Stream, error) {
+	s := &Stream{done: make(chan error, 1)}
+	fail := func(err error) (*Stream, error) { return nil, errors.Join(err, s.close()) }
 
 	dirCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -123,8 +135,8 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	return s, nil
 }
 
-// healthy reports what /readyz needs from the stream side.
-func (s *stream) healthy() error {
+// Healthy reports what /readyz needs from the stream side.
+func (s *Stream) Healthy() error {
 	if err := s.dir.Healthy(); err != nil {
 		return fmt.Errorf("identity directory: %w", err)
 	}
@@ -139,8 +151,8 @@ func (s *stream) healthy() error {
 	return nil
 }
 
-// stop stops the runner first (it stops fetching and drains), then closes the sinks.
-func (s *stream) stop() error {
+// Stop stops the runner first (it stops fetching and drains), then closes the sinks.
+func (s *Stream) Stop() error {
 	var errs []error
 	if s.runner != nil {
 		s.cancel()
@@ -149,7 +161,7 @@ func (s *stream) stop() error {
 	return errors.Join(append(errs, s.close())...)
 }
 
-func (s *stream) close() error {
+func (s *Stream) close() error {
 	var errs []error
 	if s.runner != nil {
 		errs = append(errs, s.runner.Close())
