@@ -67,7 +67,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 	}
 
-	st, err := startStream(ctx, cfg, core, log, reg)
+	st, err := startStream(ctx, cfg, core, log, reg, StreamOptions{})
 	if err != nil {
 		return err
 	}

@@ -30,14 +30,32 @@ type Stream struct {
 	sinks  []pipeline.Sink
 	runner *pipeline.Runner
 	dlq    *kafka.DeadLetter
-	done   chan error
+	done   chan struct{} // closed when the runner returns
+	runErr error         // the runner's result, set before done closes
 	cancel context.CancelFunc
+}
+
+// StreamOptions choose what differs between serve's stream and other runs of
+// the same transforms and sinks.
+type StreamOptions struct {
+	// Source replaces the consumer group on the landing topic, for replays
+	// that must leave the live group's offsets alone.
+	Source pipeline.Source
 }
 
 // StartStream runs the consumer side without the HTTP server, for commands
 // such as backfill that work on the data directory themselves.
-func StartStream(ctx context.Context, cfg config.Config, core *Core, log *slog.Logger, reg prometheus.Registerer) (*Stream, error) {
-	return startStream(ctx, cfg, core, log, reg)
+func StartStream(ctx context.Context, cfg config.Config, core *Core, log *slog.Logger, reg prometheus.Registerer, opts StreamOptions) (*Stream, error) {
+	return startStream(ctx, cfg, core, log, reg, opts)
+}
+
+// Done is closed when the runner stops; a finite Source ends the run.
+func (s *Stream) Done() <-chan struct{} { return s.done }
+
+// Err is the runner's result once Done is closed.
+func (s *Stream) Err() error {
+	<-s.done
+	return s.runErr
 }
 
 // State is the embedded state store, nil when ClickHouse is the state of record.
@@ -48,8 +66,8 @@ func (s *Stream) ClickHouse() *chsink.Sink { return s.ch }
 
 // startStream opens the identity directory and the sinks (sinks first, as the
 // design asks), then starts the runner on the landing topic.
-func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.Logger, reg prometheus.Registerer) (*Stream, error) {
-	s := &Stream{done: make(chan error, 1)}
+func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.Logger, reg prometheus.Registerer, opts StreamOptions) (*Stream, error) {
+	s := &Stream{done: make(chan struct{})}
 	fail := func(err error) (*Stream, error) { return nil, errors.Join(err, s.close()) }
 
 	dirCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -109,9 +127,13 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	if err != nil {
 		return fail(fmt.Errorf("service: retention: %w", err))
 	}
-	src, err := core.Kafka.NewGroupSource(core.Kafka.Config().Topics.Exports, kafka.DefaultGroupConfig(), reg, log)
-	if err != nil {
-		return fail(fmt.Errorf("service: consumer group: %w", err))
+	src := opts.Source
+	if src == nil {
+		gs, err := core.Kafka.NewGroupSource(core.Kafka.Config().Topics.Exports, kafka.DefaultGroupConfig(), reg, log)
+		if err != nil {
+			return fail(fmt.Errorf("service: consumer group: %w", err))
+		}
+		src = gs
 	}
 	runner, err := pipeline.NewRunner(pipeline.RunnerOptions{
 		Source:       src,
@@ -131,7 +153,10 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	s.runner = runner
 	runCtx, runCancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = runCancel
-	go func() { s.done <- runner.Run(runCtx) }()
+	go func() {
+		s.runErr = runner.Run(runCtx)
+		close(s.done)
+	}()
 	return s, nil
 }
 
@@ -156,7 +181,7 @@ func (s *Stream) Stop() error {
 	var errs []error
 	if s.runner != nil {
 		s.cancel()
-		errs = append(errs, <-s.done)
+		errs = append(errs, s.Err())
 	}
 	return errors.Join(append(errs, s.close())...)
 }
