@@ -11,8 +11,8 @@ import (
 // their defaults (WithDefaults). Field paths in Validate are relative to this
 // section.
 type Config struct {
-	// Root is the directory that holds changes/, datapoints/ (and later
-	// snapshots/); the service sets it to DATA_DIR/parquet.
+	// Root is the directory that holds changes/, datapoints/ and
+	// snapshots/; the service sets it to DATA_DIR/parquet.
 	Root string `yaml:"root"`
 	// DictionaryMaxBytes caps each column's dictionary per row group. Past
 	// it a column falls back to PLAIN for the rest of the row group: without
@@ -31,6 +31,9 @@ type Config struct {
 	// not "all of them" because on shared storage another instance may be
 	// writing one right now. A negative age disables the sweep.
 	StaleTempAge time.Duration `yaml:"stale_temp_age"`
+	// SnapshotsKept is how many snapshots of each cohort stay on disk; older
+	// ones are removed after a newer one is durable.
+	SnapshotsKept int `yaml:"snapshots_kept"`
 }
 
 // DefaultConfig returns the defaults; Root is left for the caller.
@@ -40,6 +43,7 @@ func DefaultConfig() Config {
 		PageBufferBytes:    256 << 10,
 		MaxRowsPerRowGroup: 1 << 20,
 		StaleTempAge:       time.Hour,
+		SnapshotsKept:      4,
 	}
 }
 
@@ -58,6 +62,9 @@ func (c Config) Validate() error {
 	if c.MaxRowsPerRowGroup < 0 {
 		errs = append(errs, fmt.Errorf("max_rows_per_row_group: must not be negative, got %d", c.MaxRowsPerRowGroup))
 	}
+	if c.SnapshotsKept < 0 {
+		errs = append(errs, fmt.Errorf("snapshots_kept: must not be negative, got %d", c.SnapshotsKept))
+	}
 	return errors.Join(errs...)
 }
 
@@ -75,6 +82,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.StaleTempAge == 0 {
 		c.StaleTempAge = d.StaleTempAge
+	}
+	if c.SnapshotsKept == 0 {
+		c.SnapshotsKept = d.SnapshotsKept
 	}
 	return c
 }

@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	// Every series exists from the start, so rate() works on the first increment.
-	for _, t := range []string{tableChanges, tableDataPoints} {
+	for _, t := range []string{tableChanges, tableDataPoints, tableSnapshots} {
 		m.files.WithLabelValues(t)
 		m.rows.WithLabelValues(t)
 		m.bytes.WithLabelValues(t)

@@ -4,6 +4,7 @@
 //
 //	<root>/changes/workspace=W/date=D/part-<name>.parquet
 //	<root>/datapoints/workspace=W/date=D/part-<name>.parquet
+//	<root>/snapshots/workspace=W/partner=P/cohort=C/version=V.parquet
 //
 // D is the UTC date of the change's event_time. Partition values are escaped
 // as Hive and Spark do (%XX for '/', '=', '%' and the like).
@@ -97,6 +98,7 @@ type Sink struct {
 	// Row buffers reused from batch to batch.
 	changes      tableWriter[changeRow]
 	dataPoints   tableWriter[dataPointRow]
+	snapshots    tableWriter[snapshotRow]
 	changeBuf    []changeRow
 	dataPointBuf []dataPointRow
 
@@ -193,8 +195,13 @@ func New(cfg Config, opts Options) (*Sink, error) {
 		pq.SortingWriterConfig(pq.SortingColumns(
 			pq.Ascending("partner"), pq.Ascending("cohort_id"), pq.Ascending("user_id"))),
 	)
+	s.snapshots.opts = append(slices.Clone(common),
+		pq.KeyValueMetadata("cohortsync.table", tableSnapshots),
+		pq.PageBufferSize(cfg.PageBufferBytes),
+		pq.SortingWriterConfig(pq.SortingColumns(pq.Ascending("user_id"))),
+	)
 	// NewGenericWriter panics on a bad configuration; check it here instead.
-	for _, o := range [][]pq.WriterOption{s.changes.opts, s.dataPoints.opts} {
+	for _, o := range [][]pq.WriterOption{s.changes.opts, s.dataPoints.opts, s.snapshots.opts} {
 		if _, err := pq.NewWriterConfig(o...); err != nil {
 			_ = codec.close()
 			return nil, fmt.Errorf("parquet sink: writer configuration: %w", err)

@@ -244,6 +244,7 @@ func (w *batchWriter) applyCohort(ws, partner, cohort string, rows []int32) erro
 	mc, pc := mb.Cursor(), pb.Cursor()
 
 	var members, lastSync int64
+	var maxVersion uint64
 	for i := 0; i < len(rows); {
 		user := c.user.Value(int(rows[i]))
 		if user == "" || len(user) > bolt.MaxKeySize {
@@ -276,6 +277,7 @@ func (w *batchWriter) applyCohort(ws, partner, cohort string, rows []int32) erro
 			}
 			w.effective[row] = isMember != cur.isMember
 			cur.exists, cur.isMember, cur.version = true, isMember, ver
+			maxVersion = max(maxVersion, ver)
 			winner = row
 			w.applied++
 		}
@@ -358,10 +360,11 @@ func (w *batchWriter) applyCohort(ws, partner, cohort string, rows []int32) erro
 		return err
 	}
 	sync := time.UnixMicro(lastSync).UTC()
-	if members == 0 && !sync.After(info.LastSync) {
+	if members == 0 && !sync.After(info.LastSync) && maxVersion <= info.MaxVersion {
 		return nil
 	}
 	info.Members += members
+	info.MaxVersion = max(info.MaxVersion, maxVersion)
 	if sync.After(info.LastSync) {
 		info.LastSync = sync
 	}
@@ -400,6 +403,10 @@ type cohortInfo struct {
 	// LastSync is the latest received_at of an accepted change.
 	LastSync time.Time `json:"last_sync"`
 	Members  int64     `json:"members"`
+	// MaxVersion is the highest version of an applied change: a snapshot of
+	// the members is "as of" it, and a cohort whose MaxVersion has not moved
+	// needs no new snapshot.
+	MaxVersion uint64 `json:"max_version,omitempty"`
 }
 
 func readInfo(cb *bolt.Bucket) (cohortInfo, error) {
