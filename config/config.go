@@ -16,6 +16,7 @@ import (
 	"time"
 
 	kafka "github.com/cohortsync/cohortsync/connectors/kafka"
+	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 )
 
 // EnvPrefix starts the name of every environment variable that configures cohortsync.
@@ -44,6 +45,7 @@ type Config struct {
 	Kafka      kafka.Config `yaml:"kafka"`
 	Embedded   Embedded     `yaml:"embedded"`
 	ClickHouse ClickHouse   `yaml:"clickhouse"`
+	Snapshots  Snapshots    `yaml:"snapshots"`
 	Retention  Retention    `yaml:"retention"`
 }
 
@@ -79,10 +81,50 @@ type Embedded struct {
 	KafkaAddr string `yaml:"kafka_addr"`
 }
 
-// ClickHouse is carried for the ClickHouse sink of a later release; empty Addr disables it.
+// ClickHouse configures the ClickHouse sink and state of record; an empty
+// Addr keeps the embedded state store instead.
 type ClickHouse struct {
+	// Addr is the native-protocol HOST:PORT; several comma-separated
+	// addresses are tried in order.
 	Addr     string `yaml:"addr"`
 	Database string `yaml:"database"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// DialTimeout bounds opening a connection; QueryTimeout every statement.
+	DialTimeout  time.Duration `yaml:"dial_timeout"`
+	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// Cluster names the ClickHouse cluster for ON CLUSTER DDL, Replicated
+	// engines and Distributed tables; empty means a single server.
+	Cluster string `yaml:"cluster"`
+	// MigrateOnStart lets serve create or upgrade the tables at start. Turn
+	// it off where DDL is run by `cohortsync migrate` in a deploy step.
+	MigrateOnStart bool `yaml:"migrate_on_start"`
+}
+
+// SinkConfig is the ClickHouse sink's configuration for these settings.
+func (c ClickHouse) SinkConfig() chsink.Config {
+	out := chsink.DefaultConfig()
+	out.Addr, out.Database, out.Cluster = c.Addr, c.Database, c.Cluster
+	if c.Username != "" {
+		out.Username = c.Username
+	}
+	out.Password = c.Password
+	if c.DialTimeout > 0 {
+		out.DialTimeout = c.DialTimeout
+	}
+	if c.QueryTimeout > 0 {
+		out.QueryTimeout = c.QueryTimeout
+	}
+	return out
+}
+
+// Snapshots configures the Parquet member-list snapshots of changed cohorts.
+type Snapshots struct {
+	// Interval between rounds; a negative value turns timed rounds off
+	// (on-demand snapshots still work).
+	Interval time.Duration `yaml:"interval"`
+	// Kept is how many snapshots of each cohort stay on disk.
+	Kept int `yaml:"kept"`
 }
 
 // Default returns the configuration used when nothing is set: the embedded
@@ -107,7 +149,14 @@ func Default() Config {
 		},
 		Kafka:      kafka.DefaultConfig(),
 		Embedded:   Embedded{KafkaAddr: "127.0.0.1:0"},
-		ClickHouse: ClickHouse{Database: "cohortsync"},
+		ClickHouse: ClickHouse{
+			Database:       "cohortsync",
+			Username:       "default",
+			DialTimeout:    5 * time.Second,
+			QueryTimeout:   60 * time.Second,
+			MigrateOnStart: true,
+		},
+		Snapshots: Snapshots{Interval: 15 * time.Minute, Kept: 4},
 		Retention:  Retention{Cutoff: "2010-01-01T00:00:00Z"},
 	}
 }

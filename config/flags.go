@@ -15,6 +15,8 @@ const (
 	FlagClickHouseAddr     = "clickhouse-addr"
 	FlagClickHouseDatabase = "clickhouse-database"
 	FlagLogLevel           = "log-level"
+	// FlagNoMigrate is bound by serve only (BindNoMigrateFlag).
+	FlagNoMigrate = "no-migrate"
 )
 
 // BindFlags registers the configuration flags on fs. Load applies those the
@@ -28,6 +30,11 @@ func BindFlags(fs *pflag.FlagSet) {
 	fs.String(FlagClickHouseAddr, d.ClickHouse.Addr, "ClickHouse native protocol `HOST:PORT`; empty disables ClickHouse")
 	fs.String(FlagClickHouseDatabase, d.ClickHouse.Database, "ClickHouse `database`")
 	fs.String(FlagLogLevel, d.Log.Level, "log `level`: debug, info, warn or error")
+}
+
+// BindNoMigrateFlag registers --no-migrate, which turns clickhouse.migrate_on_start off.
+func BindNoMigrateFlag(fs *pflag.FlagSet) {
+	fs.Bool(FlagNoMigrate, false, "do not create or upgrade the ClickHouse tables at start (run `cohortsync migrate` instead)")
 }
 
 // applyFlags overlays the flags of fs that were set on cfg. Flags that fs does
@@ -59,6 +66,13 @@ func applyFlags(cfg *Config, fs *pflag.FlagSet) error {
 			return fmt.Errorf("--%s: %w", FlagKafkaBrokers, err)
 		}
 		cfg.Kafka.Brokers = v
+	}
+	if fs.Changed(FlagNoMigrate) {
+		v, err := fs.GetBool(FlagNoMigrate)
+		if err != nil {
+			return fmt.Errorf("--%s: %w", FlagNoMigrate, err)
+		}
+		cfg.ClickHouse.MigrateOnStart = !v
 	}
 	return nil
 }

@@ -67,7 +67,7 @@ ingest: {rate_limit_per_hour: 100}
 				c.ShutdownTimeout = 30 * time.Second
 				c.Kafka.Brokers = []string{"file-1:9092", "file-2:9092"}
 				c.Kafka.Partitions = 3
-				c.ClickHouse = ClickHouse{Addr: "file-ch:9000", Database: "filedb"}
+				c.ClickHouse.Addr, c.ClickHouse.Database = "file-ch:9000", "filedb"
 				c.Ingest.RateLimitPerHour = 100
 			},
 		},
@@ -96,7 +96,7 @@ ingest: {rate_limit_per_hour: 100}
 				c.Kafka.Brokers = []string{"env-1:9092", "env-2:9092"}
 				c.Kafka.Partitions = 24
 				c.Kafka.SASL.Password = "from-env"
-				c.ClickHouse = ClickHouse{Addr: "env-ch:9000", Database: "envdb"}
+				c.ClickHouse.Addr, c.ClickHouse.Database = "env-ch:9000", "envdb"
 				c.Ingest.RateLimitPerHour = 200
 				c.AdminToken = "token-from-env-0123"
 			},
@@ -125,7 +125,7 @@ ingest: {rate_limit_per_hour: 100}
 				c.ShutdownTimeout = 30 * time.Second
 				c.Kafka.Brokers = []string{"flag-1:9092", "flag-2:9092"}
 				c.Kafka.Partitions = 3
-				c.ClickHouse = ClickHouse{Addr: "flag-ch:9000", Database: "flagdb"}
+				c.ClickHouse.Addr, c.ClickHouse.Database = "flag-ch:9000", "flagdb"
 				c.Ingest.RateLimitPerHour = 100
 			},
 		},
@@ -162,7 +162,7 @@ ingest: {rate_limit_per_hour: 100}
 				c.ShutdownTimeout = 30 * time.Second
 				c.Kafka.Brokers = []string{}
 				c.Kafka.Partitions = 3
-				c.ClickHouse = ClickHouse{Addr: "file-ch:9000", Database: "filedb"}
+				c.ClickHouse.Addr, c.ClickHouse.Database = "file-ch:9000", "filedb"
 				c.Ingest.RateLimitPerHour = 100
 			},
 		},
@@ -176,7 +176,7 @@ ingest: {rate_limit_per_hour: 100}
 				c.Log.Level = "warn"
 				c.ShutdownTimeout = 30 * time.Second
 				c.Kafka.Partitions = 3
-				c.ClickHouse = ClickHouse{Addr: "file-ch:9000", Database: "filedb"}
+				c.ClickHouse.Addr, c.ClickHouse.Database = "file-ch:9000", "filedb"
 				c.Ingest.RateLimitPerHour = 100
 			},
 		},

@@ -85,6 +85,21 @@ func (c Config) Validate() error {
 	} else if !identifierRE.MatchString(c.ClickHouse.Database) {
 		p.addf("clickhouse.database", "%q must be letters, digits and _, not starting with a digit", c.ClickHouse.Database)
 	}
+	if c.ClickHouse.DialTimeout <= 0 {
+		p.addf("clickhouse.dial_timeout", "must be positive, got %s", c.ClickHouse.DialTimeout)
+	}
+	if c.ClickHouse.QueryTimeout <= 0 {
+		p.addf("clickhouse.query_timeout", "must be positive, got %s", c.ClickHouse.QueryTimeout)
+	}
+	if c.ClickHouse.Cluster != "" && !identifierRE.MatchString(c.ClickHouse.Cluster) {
+		p.addf("clickhouse.cluster", "%q must be letters, digits and _, not starting with a digit", c.ClickHouse.Cluster)
+	}
+	if c.Snapshots.Interval == 0 {
+		p.addf("snapshots.interval", "must be positive, or negative to turn timed snapshots off")
+	}
+	if c.Snapshots.Kept < 1 {
+		p.addf("snapshots.kept", "must be at least 1, got %d", c.Snapshots.Kept)
+	}
 	return errors.Join(p...)
 }
 

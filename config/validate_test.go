@@ -111,17 +111,29 @@ func TestValidate(t *testing.T) {
 		},
 		{
 			name:   "clickhouse",
-			change: func(c *Config) { c.ClickHouse = ClickHouse{Addr: "ch", Database: "x; DROP TABLE y"} },
+			change: func(c *Config) { c.ClickHouse.Addr, c.ClickHouse.Database = "ch", "x; DROP TABLE y" },
 			want:   []string{`clickhouse.addr: "ch" is not HOST:PORT`, `clickhouse.database: "x; DROP TABLE y"`},
 		},
 		{
 			name:   "clickhouse database needed with an address",
-			change: func(c *Config) { c.ClickHouse = ClickHouse{Addr: "ch:9000"} },
+			change: func(c *Config) { c.ClickHouse.Addr, c.ClickHouse.Database = "ch:9000", "" },
 			want:   []string{"clickhouse.database: required"},
 		},
 		{
+			name: "clickhouse timeouts and cluster",
+			change: func(c *Config) {
+				c.ClickHouse.DialTimeout, c.ClickHouse.QueryTimeout, c.ClickHouse.Cluster = 0, -time.Second, "a b"
+			},
+			want: []string{"clickhouse.dial_timeout: must be positive", "clickhouse.query_timeout: must be positive", `clickhouse.cluster: "a b"`},
+		},
+		{
+			name:   "snapshots",
+			change: func(c *Config) { c.Snapshots = Snapshots{} },
+			want:   []string{"snapshots.interval: must be positive", "snapshots.kept: must be at least 1"},
+		},
+		{
 			name:   "clickhouse disabled needs no database",
-			change: func(c *Config) { c.ClickHouse = ClickHouse{} },
+			change: func(c *Config) { c.ClickHouse.Addr, c.ClickHouse.Database = "", "" },
 		},
 	}
 	for _, tt := range tests {

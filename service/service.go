@@ -22,6 +22,7 @@ import (
 	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/keys"
+	"github.com/cohortsync/cohortsync/sinks/snapshot"
 )
 
 // FirstWorkspace is the workspace of the data import key created at first start.
@@ -114,6 +115,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return fmt.Errorf("service: identities api: %w", err)
 	}
 	idAPI.Register(routes)
+	snapAPI, err := snapshot.NewAPI(st.Snapshots(), creds.admin, log)
+	if err != nil {
+		return fmt.Errorf("service: snapshot api: %w", err)
+	}
+	snapAPI.Register(routes)
 
 	var ready atomic.Bool
 	routes.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -16,6 +16,7 @@ import (
 	"github.com/cohortsync/cohortsync/pipeline"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 	"github.com/cohortsync/cohortsync/sinks/parquet"
+	"github.com/cohortsync/cohortsync/sinks/snapshot"
 	"github.com/cohortsync/cohortsync/sinks/state"
 	"github.com/cohortsync/cohortsync/transforms/decode"
 	"github.com/cohortsync/cohortsync/transforms/identity"
@@ -30,9 +31,12 @@ type Stream struct {
 	sinks  []pipeline.Sink
 	runner *pipeline.Runner
 	dlq    *kafka.DeadLetter
-	done   chan struct{} // closed when the runner returns
-	runErr error         // the runner's result, set before done closes
-	cancel context.CancelFunc
+
+	snapshots *snapshot.Snapshotter
+	snapDone  chan struct{} // closed when the snapshot timer stops
+	done      chan struct{} // closed when the runner returns
+	runErr    error         // the runner's result, set before done closes
+	cancel    context.CancelFunc
 }
 
 // StreamOptions choose what differs between serve's stream and other runs of
@@ -61,6 +65,9 @@ func (s *Stream) Err() error {
 // State is the embedded state store, nil when ClickHouse is the state of record.
 func (s *Stream) State() *state.Store { return s.state }
 
+// Snapshots writes the Parquet member lists of changed cohorts.
+func (s *Stream) Snapshots() *snapshot.Snapshotter { return s.snapshots }
+
 // ClickHouse is the ClickHouse sink, nil on the embedded default.
 func (s *Stream) ClickHouse() *chsink.Sink { return s.ch }
 
@@ -79,20 +86,19 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	s.dir = dir
 
 	if cfg.ClickHouse.Addr != "" {
-		chCfg := chsink.DefaultConfig()
-		chCfg.Addr = cfg.ClickHouse.Addr
-		chCfg.Database = cfg.ClickHouse.Database
-		ch, err := chsink.New(chCfg, chsink.Options{Logger: log, Registerer: reg})
+		ch, err := chsink.New(cfg.ClickHouse.SinkConfig(), chsink.Options{Logger: log, Registerer: reg})
 		if err != nil {
 			return fail(fmt.Errorf("service: clickhouse sink: %w", err))
 		}
 		s.ch = ch
 		s.sinks = append(s.sinks, ch)
-		migCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		_, err = ch.Migrate(migCtx)
-		cancel()
-		if err != nil {
-			return fail(fmt.Errorf("service: clickhouse migrate: %w", err))
+		if cfg.ClickHouse.MigrateOnStart {
+			migCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			_, err = ch.Migrate(migCtx)
+			cancel()
+			if err != nil {
+				return fail(fmt.Errorf("service: clickhouse migrate (turn off with --no-migrate): %w", err))
+			}
 		}
 	} else {
 		st, err := state.Open(state.DefaultConfig(cfg.DataDir), reg)
@@ -104,11 +110,22 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	}
 	pqCfg := parquet.DefaultConfig()
 	pqCfg.Root = filepath.Join(cfg.DataDir, "parquet")
+	pqCfg.SnapshotsKept = cfg.Snapshots.Kept
 	pq, err := parquet.New(pqCfg, parquet.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		return fail(fmt.Errorf("service: parquet sink: %w", err))
 	}
 	s.sinks = append(s.sinks, pq)
+	var snapSrc snapshot.Source
+	if s.ch != nil {
+		snapSrc = snapshot.FromClickHouse(s.ch)
+	} else {
+		snapSrc = snapshot.FromState(s.state)
+	}
+	s.snapshots, err = snapshot.New(snapshot.Config{Interval: cfg.Snapshots.Interval}, snapSrc, pq, snapshot.Options{Logger: log, Registerer: reg})
+	if err != nil {
+		return fail(fmt.Errorf("service: snapshots: %w", err))
+	}
 
 	dlq, err := core.Kafka.NewDeadLetter(reg, log)
 	if err != nil {
@@ -157,6 +174,11 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 		s.runErr = runner.Run(runCtx)
 		close(s.done)
 	}()
+	s.snapDone = make(chan struct{})
+	go func() {
+		defer close(s.snapDone)
+		_ = s.snapshots.Run(runCtx)
+	}()
 	return s, nil
 }
 
@@ -182,6 +204,7 @@ func (s *Stream) Stop() error {
 	if s.runner != nil {
 		s.cancel()
 		errs = append(errs, s.Err())
+		<-s.snapDone
 	}
 	return errors.Join(append(errs, s.close())...)
 }

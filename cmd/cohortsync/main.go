@@ -128,6 +128,7 @@ variables and flags, each overriding the one before.`,
 
 	root.AddCommand(
 		c.newServeCmd(),
+		c.newSnapshotCmd(),
 		c.newVersionCmd(),
 		c.newKeysCmd(),
 		c.newIdentitiesCmd(),

@@ -36,10 +36,10 @@ replica {replica}) and Distributed tables over them carry the plain names.
 			if err != nil {
 				return err
 			}
-			chCfg := chsink.DefaultConfig()
-			chCfg.Addr = cfg.ClickHouse.Addr
-			chCfg.Database = cfg.ClickHouse.Database
-			chCfg.Cluster = cluster
+			chCfg := cfg.ClickHouse.SinkConfig()
+			if cmd.Flags().Changed("cluster") {
+				chCfg.Cluster = cluster
+			}
 			if dryRun && chCfg.Addr == "" {
 				// Printing needs no server; any address satisfies Validate.
 				chCfg.Addr = "127.0.0.1:9000"

@@ -16,7 +16,7 @@ import (
 )
 
 func (c *cli) newServeCmd() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the partner cohort import API and land requests in Kafka",
 		Long: `serve runs the partner cohort import API, the admin API for data import keys
@@ -40,6 +40,8 @@ shutdown_timeout.`,
 			return c.serve(cmd.Context(), cfg, log)
 		},
 	}
+	config.BindNoMigrateFlag(cmd.Flags())
+	return cmd
 }
 
 // serve runs the service until it returns or a SIGINT/SIGTERM arrives, then

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/cohortsync/cohortsync/config"
+	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
+	"github.com/cohortsync/cohortsync/sinks/parquet"
+	"github.com/cohortsync/cohortsync/sinks/snapshot"
+	"github.com/cohortsync/cohortsync/sinks/state"
+)
+
+func (c *cli) newSnapshotCmd() *cobra.Command {
+	var (
+		server, token, workspace, cohort, output string
+		timeout                                  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Write Parquet member-list snapshots of the cohorts that changed",
+		Long: `snapshot writes DATA_DIR/parquet/snapshots/workspace=W/partner=P/cohort=C/version=V.parquet
+for every cohort of --workspace (or only --cohort PARTNER/COHORT_ID) whose
+membership changed since its newest snapshot. serve does the same every
+snapshots.interval.
+
+With --server it asks a running cohortsync to do it (token from --token or
+COHORTSYNC_ADMIN_TOKEN). Without it, it reads the state of record itself:
+ClickHouse when --clickhouse-addr is set, otherwise the embedded state store in
+--data-dir, which only works while no server holds it.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := c.loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			var res []snapshot.SnapshotInfo
+			if server != "" {
+				if token == "" {
+					token = c.env[config.EnvPrefix+"ADMIN_TOKEN"]
+				}
+				res, err = remoteSnapshot(ctx, server, token, workspace, cohort)
+			} else {
+				res, err = localSnapshot(ctx, cfg, workspace, cohort)
+			}
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(c.stdout, snapshot.Response{Snapshots: res})
+			}
+			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PARTNER\tCOHORT\tVERSION\tMEMBERS\tWRITTEN\tPATH")
+			for _, r := range res {
+				members := fmt.Sprint(r.Members)
+				if !r.Written {
+					members = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%v\t%s\n", r.Partner, r.CohortID, r.Version, members, r.Written, r.Path)
+			}
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&server, "server", "", "base URL of a running cohortsync, e.g. http://127.0.0.1:8080")
+	f.StringVar(&token, "token", "", "admin token for --server (default: COHORTSYNC_ADMIN_TOKEN)")
+	f.StringVarP(&workspace, "workspace", "w", "default", "workspace whose cohorts to snapshot")
+	f.StringVar(&cohort, "cohort", "", "only this cohort, as `PARTNER/COHORT_ID`")
+	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
+	f.DurationVar(&timeout, "timeout", 10*time.Minute, "deadline for the whole command")
+	return cmd
+}
+
+func selection(workspace, cohort string) (snapshot.Selection, error) {
+	sel := snapshot.Selection{Workspace: workspace}
+	if cohort == "" {
+		return sel, nil
+	}
+	partner, id, ok := strings.Cut(cohort, "/")
+	if !ok || partner == "" || id == "" {
+		return sel, &usageError{fmt.Errorf("--cohort %q: want PARTNER/COHORT_ID", cohort)}
+	}
+	sel.Cohort = &parquet.CohortKey{Workspace: workspace, Partner: partner, CohortID: id}
+	return sel, nil
+}
+
+func localSnapshot(ctx context.Context, cfg config.Config, workspace, cohort string) ([]snapshot.SnapshotInfo, error) {
+	sel, err := selection(workspace, cohort)
+	if err != nil {
+		return nil, err
+	}
+	var src snapshot.Source
+	if cfg.ClickHouse.Addr != "" {
+		ch, err := chsink.New(cfg.ClickHouse.SinkConfig(), chsink.Options{})
+		if err != nil {
+			return nil, err
+		}
+		defer ch.Close()
+		src = snapshot.FromClickHouse(ch)
+	} else {
+		stCfg := state.DefaultConfig(cfg.DataDir)
+		stCfg.OpenTimeout = time.Second
+		st, err := state.Open(stCfg, nil)
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("%w\na running server holds %s: use --server http://HOST:PORT --token ADMIN_TOKEN", err, cfg.DataDir)
+		}
+		if err != nil {
+			return nil, err
+		}
+		defer st.Close()
+		src = snapshot.FromState(st)
+	}
+	pqCfg := parquet.DefaultConfig()
+	pqCfg.Root = filepath.Join(cfg.DataDir, "parquet")
+	pqCfg.SnapshotsKept = cfg.Snapshots.Kept
+	pq, err := parquet.New(pqCfg, parquet.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer pq.Close()
+	snap, err := snapshot.New(snapshot.Config{Interval: -1}, src, pq, snapshot.Options{})
+	if err != nil {
+		return nil, err
+	}
+	res, err := snap.Snapshot(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]snapshot.SnapshotInfo, len(res))
+	for i, r := range res {
+		out[i] = snapshot.SnapshotInfo{Partner: r.Cohort.Partner, CohortID: r.Cohort.CohortID, Result: r}
+	}
+	return out, nil
+}
+
+func remoteSnapshot(ctx context.Context, server, token, workspace, cohort string) ([]snapshot.SnapshotInfo, error) {
+	if _, err := selection(workspace, cohort); err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(strings.TrimRight(server, "/") + "/v1/workspaces/" + url.PathEscape(workspace) + "/snapshots")
+	if err != nil || u.Host == "" {
+		return nil, &usageError{fmt.Errorf("--server %q is not a URL like http://HOST:PORT", server)}
+	}
+	if cohort != "" {
+		u.RawQuery = url.Values{"cohort": {cohort}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(nil))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("snapshot: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var out snapshot.Response
+	if err := json.Unmarshal(body, &out); err != nil {
+		return nil, fmt.Errorf("snapshot: bad answer: %w", err)
+	}
+	return out.Snapshots, nil
+}

@@ -1,0 +1,2 @@
+package config
+func settingDocs() map[string]string { return nil }

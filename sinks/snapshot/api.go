@@ -1,0 +1,89 @@
+package snapshot
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/cohortsync/cohortsync/adminauth"
+	"github.com/cohortsync/cohortsync/internal/httproute"
+	"github.com/cohortsync/cohortsync/sinks/parquet"
+)
+
+// API serves on-demand snapshots: POST /v1/workspaces/{workspace}/snapshots
+// with an optional ?cohort=PARTNER/COHORT_ID.
+type API struct {
+	snap *Snapshotter
+	auth adminauth.Authorizer
+	log  *slog.Logger
+}
+
+// NewAPI returns the snapshot API; requests need a token that auth accepts
+// for the workspace.
+func NewAPI(snap *Snapshotter, auth adminauth.Authorizer, log *slog.Logger) (*API, error) {
+	if snap == nil || auth == nil {
+		return nil, errors.New("snapshot api: a snapshotter and an authorizer are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &API{snap: snap, auth: auth, log: log}, nil
+}
+
+// Register adds the route to r.
+func (a *API) Register(r httproute.Router) {
+	r.Handle("POST /v1/workspaces/{workspace}/snapshots", http.HandlerFunc(a.snapshot))
+}
+
+// SnapshotInfo is one cohort's line in the API's answer.
+type SnapshotInfo struct {
+	Partner  string `json:"partner"`
+	CohortID string `json:"cohort_id"`
+	Result
+}
+
+// Response is the API's answer.
+type Response struct {
+	Snapshots []SnapshotInfo `json:"snapshots"`
+}
+
+func (a *API) snapshot(w http.ResponseWriter, r *http.Request) {
+	ws := r.PathValue("workspace")
+	if !a.auth.Authorize(r, ws) {
+		writeError(w, http.StatusUnauthorized, "Unauthorized access")
+		return
+	}
+	sel := Selection{Workspace: ws}
+	if c := r.URL.Query().Get("cohort"); c != "" {
+		partner, id, ok := strings.Cut(c, "/")
+		if !ok || partner == "" || id == "" {
+			writeError(w, http.StatusBadRequest, "cohort must be PARTNER/COHORT_ID")
+			return
+		}
+		sel.Cohort = &parquet.CohortKey{Workspace: ws, Partner: partner, CohortID: id}
+	}
+	res, err := a.snap.Snapshot(r.Context(), sel)
+	if errors.Is(err, ErrNoSuchCohort) {
+		writeError(w, http.StatusNotFound, "no such cohort")
+		return
+	}
+	if err != nil {
+		a.log.Error("on-demand snapshot failed", "workspace", ws, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "snapshot failed: "+err.Error())
+		return
+	}
+	out := Response{Snapshots: make([]SnapshotInfo, len(res))}
+	for i, x := range res {
+		out.Snapshots[i] = SnapshotInfo{Partner: x.Cohort.Partner, CohortID: x.Cohort.CohortID, Result: x}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
