@@ -123,7 +123,7 @@ func typeName(t reflect.Type) string {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		return "integer"
 	case reflect.Slice:
-		return "list of " + typeName(t.Elem())
+		return "list of " + typeName(t.Elem()) + "s (comma-separated in env)"
 	default:
 		return t.String()
 	}

@@ -1,2 +1,60 @@
 package config
-func settingDocs() map[string]string { return nil }
+
+// settingDocs describes every setting for the generated reference in
+// docs/OPERATIONS.md. TestReferenceDescribesEveryField fails when a
+// configuration field has no entry here, so a new field is documented in the
+// change that adds it.
+func settingDocs() map[string]string {
+	return map[string]string{
+		"data_dir":         "Local state: the embedded broker's log, the identity replica, the embedded state store, bootstrap credentials, Parquet output under `parquet/`.",
+		"http_addr":        "Where the HTTP server (partner API, admin API, health, metrics, OpenAPI) listens. Containers need `0.0.0.0:8080`.",
+		"admin_token":      "Bearer token of the admin API (at least 16 characters). Empty: generated at first start, printed once, stored hashed in `data_dir`.",
+		"log.level":        "debug, info, warn or error.",
+		"log.format":       "json or text; logs go to stderr.",
+		"shutdown_timeout": "How long SIGTERM waits for in-flight requests, the stream's drain and offset commits before the process exits.",
+
+		"partners.<name>.api_key": "The `partner_api_key` that partner sends. Empty: generated at first start and kept in `data_dir` (set it when several instances run).",
+		"partners.<name>.enabled": "Whether `/partners/<name>/...` accepts requests. Naming a partner in the file or env enables it.",
+
+		"ingest.max_body_bytes":      "Largest partner API request body; larger ones get 413. Must stay 16 KiB below `kafka.max_message_bytes`.",
+		"ingest.rate_limit_per_hour": "Partner API requests per workspace and hour, per instance; beyond it 429 with Retry-After.",
+		"ingest.rate_burst":          "Requests a workspace may send at once before the hourly rate applies.",
+
+		"kafka.brokers":                  "Bootstrap brokers as HOST:PORT. Empty starts the embedded broker under `data_dir`.",
+		"kafka.client_id":                "Kafka client id, visible in broker logs and quotas.",
+		"kafka.tls.enabled":              "Use TLS towards the brokers.",
+		"kafka.tls.ca_file":              "PEM file of the CAs that sign the brokers' certificates; empty uses the system pool.",
+		"kafka.tls.cert_file":            "Client certificate (PEM) for mutual TLS; set with `kafka.tls.key_file`.",
+		"kafka.tls.key_file":             "Client private key (PEM) for mutual TLS.",
+		"kafka.tls.insecure_skip_verify": "Do not verify the brokers' certificates (tests only).",
+		"kafka.sasl.mechanism":           "plain, scram-sha-256 or scram-sha-512; empty: no SASL.",
+		"kafka.sasl.username":            "SASL user.",
+		"kafka.sasl.password":            "SASL password; prefer the environment variable or a Secret to the file.",
+		"kafka.topics.exports":           "Landing topic of partner requests (key workspace/partner/cohort_id).",
+		"kafka.topics.identities":        "Compacted topic of the identity directory (key workspace/user_id).",
+		"kafka.topics.deadletter":        "Topic of landed messages that could not be decoded, with reason headers.",
+		"kafka.topics.keys":              "Compacted topic of data import keys (hashes only).",
+		"kafka.partitions":               "Partitions of the exports topic when cohortsync creates it: the ceiling on stream instances that do work.",
+		"kafka.replication_factor":       "Replication factor of the topics cohortsync creates; -1 leaves it to the broker.",
+		"kafka.exports_retention":        "retention.ms of the exports topic: how far back a replay can go.",
+		"kafka.max_message_bytes":        "Largest produce batch; must stay under the broker's message.max.bytes (checked at start).",
+		"kafka.batch_timeout":            "How long a landing waits for other records to share its produce batch.",
+		"kafka.write_timeout":            "Bound on one landing including its acks; past it the partner gets 503.",
+
+		"embedded.kafka_addr": "Where the embedded broker listens (only without `kafka.brokers`); port 0 picks a free one.",
+
+		"clickhouse.addr":             "ClickHouse native-protocol HOST:PORT (comma-separated for fail-over). Empty keeps the embedded state store.",
+		"clickhouse.database":         "Database that holds every table; created by the migration.",
+		"clickhouse.username":         "ClickHouse user.",
+		"clickhouse.password":         "ClickHouse password; prefer the environment variable or a Secret to the file.",
+		"clickhouse.dial_timeout":     "Bound on opening one connection.",
+		"clickhouse.query_timeout":    "Bound on every statement or insert attempt.",
+		"clickhouse.cluster":          "Cluster name for ON CLUSTER DDL, Replicated engines and Distributed tables; empty: one server.",
+		"clickhouse.migrate_on_start": "Create or upgrade the tables when serve starts. Turn off when `cohortsync migrate` runs as a deploy step.",
+
+		"snapshots.interval": "Time between rounds of Parquet member-list snapshots of changed cohorts; negative turns timed rounds off.",
+		"snapshots.kept":     "Snapshots of each cohort kept on disk.",
+
+		"retention.cutoff": "RFC 3339 instant: records with an earlier event time are dropped and counted under `retention`.",
+	}
+}

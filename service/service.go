@@ -34,6 +34,9 @@ type Options struct {
 	Out io.Writer
 	// Ready, when set, is called with the HTTP address once requests are accepted.
 	Ready func(addr string)
+	// Routes, when set, is called with every registered route pattern
+	// before the server listens; the OpenAPI test compares them with the document.
+	Routes func(patterns []string)
 }
 
 // Run serves until ctx is cancelled, then drains and returns.
@@ -145,6 +148,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		_, _ = io.WriteString(w, "ok")
 	})
 	routes.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	routes.HandleFunc("GET /openapi.json", serveOpenAPI)
+	if opts.Routes != nil {
+		opts.Routes(routes.Patterns())
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
