@@ -62,7 +62,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return err
 	}
 	var firstKey string
-	if creds.firstStart {
+	// A fresh data directory on a shared Kafka (a new pod of a scaled-out
+	// deployment) finds the keys the first instance made: it makes none.
+	if creds.firstStart && len(core.Keys.List(FirstWorkspace)) == 0 {
 		setupCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		_, firstKey, err = core.Keys.Create(setupCtx, FirstWorkspace, "mixpanel", "created at first start")
 		cancel()
