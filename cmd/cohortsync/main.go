@@ -133,6 +133,10 @@ variables and flags, each overriding the one before.`,
 		c.newKeysCmd(),
 		c.newIdentitiesCmd(),
 		c.newMigrateCmd(),
+		c.newDemoCmd(),
+		c.newSegmentsCmd(),
+		c.newDataPointsCmd(),
+		c.newTokensCmd(),
 	)
 	return root
 }
