@@ -1,6 +1,7 @@
-// Package adminauth decides who may call the admin HTTP API. The admin API
-// depends only on the Authorizer interface so that workspace-scoped tokens can
-// be added later without touching the handlers.
+// Package adminauth decides who may call the admin HTTP API: the global
+// admin token reaches every workspace; workspace tokens, minted by the global
+// token and kept hashed in a compacted topic, reach one workspace. Handlers
+// depend only on the Authorizer interface.
 package adminauth
 
 import (
@@ -24,9 +25,14 @@ const TokenPrefix = "cst_"
 // guessable, so it is refused at start-up rather than silently accepted.
 const MinTokenLength = 16
 
-// Authorizer answers whether a request may manage the keys of workspace.
+// Authorizer decides whether a request may act on workspace.
 type Authorizer interface {
+	// Authorize reports whether Check allows the request.
 	Authorize(r *http.Request, workspace string) bool
+	// Check tells apart a caller without a valid token (401) from a valid
+	// token of another workspace (404, so that it learns nothing about
+	// workspace B, not even that it exists).
+	Check(r *http.Request, workspace string) Decision
 }
 
 // AdminToken authorizes requests that carry the global admin token, for every
@@ -69,14 +75,27 @@ func NewAdminTokenFromHash(hexSHA256 string) (*AdminToken, error) {
 func (a *AdminToken) Hash() string { return hex.EncodeToString(a.sum[:]) }
 
 // Authorize reports whether r carries the admin token as a bearer token.
-// Hashing both sides first makes the comparison constant-time regardless of
-// the presented token's length.
-func (a *AdminToken) Authorize(r *http.Request, _ string) bool {
-	if a == nil || r == nil {
-		return false
+func (a *AdminToken) Authorize(r *http.Request, workspace string) bool {
+	return a.Check(r, workspace).Allowed()
+}
+
+// Check answers AllowedGlobal for the admin token and Unauthenticated for
+// anything else.
+func (a *AdminToken) Check(r *http.Request, _ string) Decision {
+	if r == nil {
+		return Unauthenticated
 	}
 	tok, ok := BearerToken(r)
-	if !ok {
+	if !ok || !a.matches(tok) {
+		return Unauthenticated
+	}
+	return AllowedGlobal
+}
+
+// matches compares hashes, which makes the comparison constant-time
+// regardless of the presented token's length.
+func (a *AdminToken) matches(tok string) bool {
+	if a == nil {
 		return false
 	}
 	got := sha256.Sum256([]byte(tok))

@@ -34,6 +34,8 @@ func settingDocs() map[string]string {
 		"kafka.topics.identities":        "Compacted topic of the identity directory (key workspace/user_id).",
 		"kafka.topics.deadletter":        "Topic of landed messages that could not be decoded, with reason headers.",
 		"kafka.topics.keys":              "Compacted topic of data import keys (hashes only).",
+		"kafka.topics.tokens":            "Compacted topic of workspace-scoped admin tokens (hashes only).",
+		"kafka.topics.segments":          "Compacted topic of saved segments (key workspace/segment_id).",
 		"kafka.partitions":               "Partitions of the exports topic when cohortsync creates it: the ceiling on stream instances that do work.",
 		"kafka.replication_factor":       "Replication factor of the topics cohortsync creates; -1 leaves it to the broker.",
 		"kafka.exports_retention":        "retention.ms of the exports topic: how far back a replay can go.",

@@ -73,10 +73,10 @@ func (a *AdminAPI) load(w http.ResponseWriter, r *http.Request) {
 	ws := r.PathValue("workspace")
 	// The token comes first, so that unauthenticated callers learn nothing,
 	// not even whether a workspace name is valid.
-	if !a.auth.Authorize(r, ws) {
-		a.log.WarnContext(r.Context(), "admin request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
-		w.Header().Set("WWW-Authenticate", `Bearer realm="cohortsync"`)
-		writeError(w, http.StatusUnauthorized, "missing or invalid admin token")
+	// A token of another workspace gets the 404 of a missing resource.
+	if d := a.auth.Check(r, ws); !d.Allowed() {
+		a.log.WarnContext(r.Context(), "admin request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "decision", d.String())
+		adminauth.WriteRefusal(w, d)
 		return
 	}
 	if !keys.ValidWorkspace(ws) {

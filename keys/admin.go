@@ -105,11 +105,11 @@ func (a *AdminAPI) Register(r httproute.Router) {
 func (a *AdminAPI) guard(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ws := r.PathValue("workspace")
-		if !a.auth.Authorize(r, ws) {
-			// Logged for auditing; the presented token itself never is.
-			a.log.WarnContext(r.Context(), "admin request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="cohortsync"`)
-			writeError(w, http.StatusUnauthorized, "missing or invalid admin token")
+		if d := a.auth.Check(r, ws); !d.Allowed() {
+			// Logged for auditing; the presented token itself never is. A
+			// token of another workspace gets the 404 of a missing resource.
+			a.log.WarnContext(r.Context(), "admin request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "decision", d.String())
+			adminauth.WriteRefusal(w, d)
 			return
 		}
 		if !ValidWorkspace(ws) {

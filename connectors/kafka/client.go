@@ -86,7 +86,7 @@ type TopicSpec struct {
 }
 
 // StandardTopics lists the topics of a deployment with their retention settings:
-// the landing log is time-retained, the directories and keys are compacted.
+// the landing log is time-retained, the directories, keys, tokens and saved segments are compacted.
 func (c *Client) StandardTopics() []TopicSpec {
 	t := c.cfg.Topics
 	retention := strconv.FormatInt(c.cfg.ExportsRetention.Milliseconds(), 10)
@@ -99,6 +99,11 @@ func (c *Client) StandardTopics() []TopicSpec {
 		{Name: t.Identities, Partitions: c.cfg.Partitions, Configs: map[string]string{
 			"cleanup.policy": "compact", "retention.ms": "-1"}},
 		{Name: t.Keys, Partitions: 1, Configs: map[string]string{
+			"cleanup.policy": "compact", "retention.ms": "-1"}},
+		// Tables (OpenTable) read one partition.
+		{Name: t.Tokens, Partitions: 1, Configs: map[string]string{
+			"cleanup.policy": "compact", "retention.ms": "-1"}},
+		{Name: t.Segments, Partitions: 1, Configs: map[string]string{
 			"cleanup.policy": "compact", "retention.ms": "-1"}},
 	}
 }

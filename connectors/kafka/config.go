@@ -17,6 +17,8 @@ type Topics struct {
 	Identities string `yaml:"identities"`
 	DeadLetter string `yaml:"deadletter"`
 	Keys       string `yaml:"keys"`
+	Tokens     string `yaml:"tokens"`
+	Segments   string `yaml:"segments"`
 }
 
 // TLSConfig configures TLS towards the brokers.
@@ -68,6 +70,8 @@ func DefaultConfig() Config {
 			Identities: "cohortsync.identities",
 			DeadLetter: "cohortsync.deadletter",
 			Keys:       "cohortsync.keys",
+			Tokens:     "cohortsync.tokens",
+			Segments:   "cohortsync.segments",
 		},
 		Partitions:        12,
 		ReplicationFactor: -1,
@@ -97,7 +101,7 @@ func (c Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("tls.cert_file, tls.key_file: set both or neither"))
 	}
-	for name, t := range map[string]string{"exports": c.Topics.Exports, "identities": c.Topics.Identities, "deadletter": c.Topics.DeadLetter, "keys": c.Topics.Keys} {
+	for name, t := range map[string]string{"exports": c.Topics.Exports, "identities": c.Topics.Identities, "deadletter": c.Topics.DeadLetter, "keys": c.Topics.Keys, "tokens": c.Topics.Tokens, "segments": c.Topics.Segments} {
 		if t == "" {
 			errs = append(errs, fmt.Errorf("topics.%s: must not be empty", name))
 		}

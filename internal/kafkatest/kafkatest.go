@@ -36,6 +36,8 @@ func NewClient(t testing.TB, brokers []string, prefix string) *kafka.Client {
 	cfg.Topics.Identities = prefix + ".identities"
 	cfg.Topics.DeadLetter = prefix + ".deadletter"
 	cfg.Topics.Keys = prefix + ".keys"
+	cfg.Topics.Tokens = prefix + ".tokens"
+	cfg.Topics.Segments = prefix + ".segments"
 	client, err := kafka.NewClient(cfg)
 	if err != nil {
 		t.Fatalf("kafka client: %v", err)
