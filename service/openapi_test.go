@@ -22,7 +22,6 @@ import (
 // "document has no route the server lacks" direction; once one is
 // registered the test asks for its removal, so the list only shrinks.
 var pendingRoutes = []string{
-	"POST /v1/workspaces/{workspace}/tokens",
 	"POST /v1/workspaces/{workspace}/segments",
 	"GET /v1/workspaces/{workspace}/segments",
 	"GET /v1/workspaces/{workspace}/segments/{segment_id}",

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/cohortsync/cohortsync/adminauth"
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/connectors/partnerapi"
 	"github.com/cohortsync/cohortsync/identities"
@@ -105,7 +106,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return fmt.Errorf("service: partner api: %w", err)
 	}
 	api.Register(routes)
-	admin, err := keys.NewAdminAPI(core.Keys, creds.admin, func(name string) bool { _, ok := creds.partners[name]; return ok }, log)
+	tokens, err := adminauth.OpenTokenStore(ctx, core.Kafka, adminauth.TokenStoreOptions{Logger: log, Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("service: workspace tokens: %w", err)
+	}
+	defer func() {
+		if err := tokens.Close(); err != nil {
+			log.Error("close token store", "err", err)
+		}
+	}()
+	auth, err := adminauth.NewScoped(creds.admin, tokens)
+	if err != nil {
+		return fmt.Errorf("service: authorizer: %w", err)
+	}
+	tokAPI, err := adminauth.NewTokenAPI(tokens, auth, log)
+	if err != nil {
+		return fmt.Errorf("service: token api: %w", err)
+	}
+	tokAPI.Register(routes)
+	admin, err := keys.NewAdminAPI(core.Keys, auth, func(name string) bool { _, ok := creds.partners[name]; return ok }, log)
 	if err != nil {
 		return fmt.Errorf("service: admin api: %w", err)
 	}
@@ -115,12 +134,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err != nil {
 		return fmt.Errorf("service: identities loader: %w", err)
 	}
-	idAPI, err := identities.NewAdminAPI(loader, creds.admin, idCfg, log)
+	idAPI, err := identities.NewAdminAPI(loader, auth, idCfg, log)
 	if err != nil {
 		return fmt.Errorf("service: identities api: %w", err)
 	}
 	idAPI.Register(routes)
-	snapAPI, err := snapshot.NewAPI(st.Snapshots(), creds.admin, log)
+	snapAPI, err := snapshot.NewAPI(st.Snapshots(), auth, log)
 	if err != nil {
 		return fmt.Errorf("service: snapshot api: %w", err)
 	}
@@ -138,6 +157,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		err := readiness(r.Context(), core)
 		if err == nil {
 			err = st.Healthy()
+		}
+		if err == nil {
+			if terr := tokens.Healthy(); terr != nil {
+				err = fmt.Errorf("workspace tokens: %w", terr)
+			}
 		}
 		if err != nil || !ready.Load() {
 			msg := "starting"

@@ -51,8 +51,8 @@ type Response struct {
 
 func (a *API) snapshot(w http.ResponseWriter, r *http.Request) {
 	ws := r.PathValue("workspace")
-	if !a.auth.Authorize(r, ws) {
-		writeError(w, http.StatusUnauthorized, "Unauthorized access")
+	if d := a.auth.Check(r, ws); !d.Allowed() {
+		adminauth.WriteRefusal(w, d)
 		return
 	}
 	sel := Selection{Workspace: ws}
