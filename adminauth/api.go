@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"github.com/cohortsync/cohortsync/internal/httproute"
 )
 
@@ -71,7 +72,7 @@ func (a *TokenAPI) mint(w http.ResponseWriter, r *http.Request) {
 	case AllowedWorkspace:
 		// A workspace token must not be able to make more of itself, or a
 		// leaked one could never be contained by revoking it.
-		writeJSONError(w, http.StatusForbidden, OnlyAdminMintsMessage)
+		httpjson.Error(w, http.StatusForbidden, OnlyAdminMintsMessage)
 		return
 	default:
 		a.log.WarnContext(r.Context(), "admin request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "decision", d.String())
@@ -79,7 +80,7 @@ func (a *TokenAPI) mint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ValidWorkspace(ws) {
-		writeJSONError(w, http.StatusBadRequest, fmt.Sprintf("workspace %q must match %s", truncate(ws), workspacePattern))
+		httpjson.Error(w, http.StatusBadRequest, fmt.Sprintf("workspace %q must match %s", truncate(ws), workspacePattern))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), mintTimeout)
@@ -87,19 +88,11 @@ func (a *TokenAPI) mint(w http.ResponseWriter, r *http.Request) {
 	t, token, err := a.minter.Create(ctx, ws)
 	if err != nil {
 		a.log.ErrorContext(r.Context(), "token store unavailable", "workspace", ws, "error", err)
-		writeJSONError(w, http.StatusServiceUnavailable, "token store unavailable, try again")
+		httpjson.Error(w, http.StatusServiceUnavailable, "token store unavailable, try again")
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	_ = json.NewEncoder(w).Encode(CreatedToken{Token: token, Workspace: t.Workspace, ID: t.ID, CreatedAt: t.CreatedAt})
-}
-
-func writeJSONError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
-		Error string `json:"error"`
-	}{msg})
 }

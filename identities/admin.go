@@ -3,7 +3,6 @@ package identities
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/adminauth"
+	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/keys"
 )
@@ -117,15 +117,9 @@ func (a *AdminAPI) load(w http.ResponseWriter, r *http.Request) {
 	resp.Accepted = st.Accepted
 	a.log.InfoContext(r.Context(), "identities loaded", "workspace", ws, "lines", st.Lines,
 		"accepted", st.Accepted, "rejected", st.Rejected, "duration", time.Since(started).Round(time.Millisecond))
-	writeJSON(w, http.StatusOK, resp)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	httpjson.Write(w, http.StatusOK, resp)
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, ErrorBody{Error: msg})
+	httpjson.Error(w, status, msg)
 }

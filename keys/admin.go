@@ -2,15 +2,14 @@ package keys
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/cohortsync/cohortsync/adminauth"
+	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"github.com/cohortsync/cohortsync/internal/httproute"
 )
 
@@ -113,7 +112,7 @@ func (a *AdminAPI) guard(h func(http.ResponseWriter, *http.Request, string)) htt
 			return
 		}
 		if !ValidWorkspace(ws) {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("workspace %q must match %s", truncate(ws), namePattern))
+			httpjson.Error(w, http.StatusBadRequest, fmt.Sprintf("workspace %q must match %s", httpjson.Truncate(ws), namePattern))
 			return
 		}
 		h(w, r, ws)
@@ -122,16 +121,16 @@ func (a *AdminAPI) guard(h func(http.ResponseWriter, *http.Request, string)) htt
 
 func (a *AdminAPI) create(w http.ResponseWriter, r *http.Request, ws string) {
 	var req CreateRequest
-	if msg := decodeBody(w, r, &req); msg != "" {
-		writeError(w, http.StatusBadRequest, msg)
+	if msg := httpjson.Decode(w, r, maxAdminBody, &req); msg != "" {
+		httpjson.Error(w, http.StatusBadRequest, msg)
 		return
 	}
 	if req.Partner == "" {
-		writeError(w, http.StatusBadRequest, "partner is required")
+		httpjson.Error(w, http.StatusBadRequest, "partner is required")
 		return
 	}
 	if !ValidPartner(req.Partner) || !a.partners(req.Partner) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("partner %q is unknown or not enabled", truncate(req.Partner)))
+		httpjson.Error(w, http.StatusBadRequest, fmt.Sprintf("partner %q is unknown or not enabled", httpjson.Truncate(req.Partner)))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminWriteTimeout)
@@ -143,7 +142,7 @@ func (a *AdminAPI) create(w http.ResponseWriter, r *http.Request, ws string) {
 	}
 	// The secret is in this body and nowhere else: keep it out of caches.
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, NewCreatedKey(k, secret))
+	httpjson.Write(w, http.StatusCreated, NewCreatedKey(k, secret))
 }
 
 // NewCreatedKey is the one-time answer to a create: the key and its secret.
@@ -160,7 +159,7 @@ func (a *AdminAPI) list(w http.ResponseWriter, _ *http.Request, ws string) {
 	for _, k := range keys {
 		out.Keys = append(out.Keys, k.Info())
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 func (a *AdminAPI) revoke(w http.ResponseWriter, r *http.Request, ws string) {
@@ -177,56 +176,11 @@ func (a *AdminAPI) revoke(w http.ResponseWriter, r *http.Request, ws string) {
 func (a *AdminAPI) storeError(w http.ResponseWriter, r *http.Request, op string, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, "key not found")
+		httpjson.Error(w, http.StatusNotFound, "key not found")
 	case errors.Is(err, ErrInvalid):
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 	default:
 		a.log.ErrorContext(r.Context(), "key store unavailable", "op", op, "workspace", r.PathValue("workspace"), "error", err)
-		writeError(w, http.StatusServiceUnavailable, "key store unavailable, try again")
+		httpjson.Error(w, http.StatusServiceUnavailable, "key store unavailable, try again")
 	}
-}
-
-// decodeBody reads one JSON object into v and returns a message for the
-// client when that fails. Unknown fields are refused: for an admin API a
-// misspelt field is a mistake worth reporting, not something to ignore.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) string {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		var syntax *json.SyntaxError
-		var typ *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &tooBig):
-			return fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)
-		case errors.Is(err, io.EOF):
-			return "request body must be a JSON object"
-		case errors.Is(err, io.ErrUnexpectedEOF):
-			return "malformed JSON: unexpected end of body"
-		case errors.As(err, &syntax):
-			return fmt.Sprintf("malformed JSON at byte %d", syntax.Offset)
-		case errors.As(err, &typ) && typ.Field == "":
-			return "request body must be a JSON object"
-		case errors.As(err, &typ):
-			return fmt.Sprintf("field %q must be a %s", typ.Field, typ.Type)
-		default:
-			// DisallowUnknownFields and other decoder complaints carry no
-			// request data beyond a field name.
-			return "invalid request body: " + truncate(err.Error())
-		}
-	}
-	if dec.More() {
-		return "request body must contain a single JSON object"
-	}
-	return ""
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, ErrorBody{Error: msg})
 }

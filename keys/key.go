@@ -7,6 +7,7 @@ package keys
 import (
 	"errors"
 	"fmt"
+	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"regexp"
 	"time"
 	"unicode"
@@ -72,12 +73,12 @@ func ValidPartner(name string) bool { return namePattern.MatchString(name) }
 func validateCreate(workspace, partner, label string) error {
 	var errs []error
 	if !ValidWorkspace(workspace) {
-		errs = append(errs, fmt.Errorf("%w: workspace %q must match %s", ErrInvalid, truncate(workspace), namePattern))
+		errs = append(errs, fmt.Errorf("%w: workspace %q must match %s", ErrInvalid, httpjson.Truncate(workspace), namePattern))
 	}
 	if partner == "" {
 		errs = append(errs, fmt.Errorf("%w: partner is required", ErrInvalid))
 	} else if !ValidPartner(partner) {
-		errs = append(errs, fmt.Errorf("%w: partner %q must match %s", ErrInvalid, truncate(partner), namePattern))
+		errs = append(errs, fmt.Errorf("%w: partner %q must match %s", ErrInvalid, httpjson.Truncate(partner), namePattern))
 	}
 	if err := validateLabel(label); err != nil {
 		errs = append(errs, err)
@@ -99,15 +100,6 @@ func validateLabel(label string) error {
 		}
 	}
 	return nil
-}
-
-// truncate keeps error messages about hostile input short.
-func truncate(s string) string {
-	const limit = 64
-	if len(s) <= limit {
-		return s
-	}
-	return s[:limit] + "..."
 }
 
 // recordVersion is the schema version of a record on the keys topic, so that

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"log/slog"
 	"sort"
 	"sync"
@@ -244,7 +245,7 @@ func (s *Store) Revoke(ctx context.Context, workspace, keyID string) error {
 	e, ok := s.byID[keyID]
 	s.mu.RUnlock()
 	if !ok || e.key.Workspace != workspace {
-		return fmt.Errorf("keys: revoke %q in workspace %q: %w", truncate(keyID), truncate(workspace), ErrNotFound)
+		return fmt.Errorf("keys: revoke %q in workspace %q: %w", httpjson.Truncate(keyID), httpjson.Truncate(workspace), ErrNotFound)
 	}
 	if e.key.Revoked() {
 		return nil

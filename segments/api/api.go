@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -153,7 +154,7 @@ func (a *API) handle(r httproute.Router, pattern, route string, h func(http.Resp
 			return
 		}
 		if !adminauth.ValidWorkspace(ws) {
-			writeError(sw, http.StatusBadRequest, fmt.Sprintf("workspace %q must be 1-63 lowercase letters, digits, '_' or '-'", truncate(ws)))
+			writeError(sw, http.StatusBadRequest, fmt.Sprintf("workspace %q must be 1-63 lowercase letters, digits, '_' or '-'", httpjson.Truncate(ws)))
 			return
 		}
 		h(sw, req, ws)
@@ -226,7 +227,7 @@ func parseLimit(s string) (int, string) {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 || n > MaxLimit {
-		return 0, fmt.Sprintf("limit %q must be an integer from 1 to %d", truncate(s), MaxLimit)
+		return 0, fmt.Sprintf("limit %q must be an integer from 1 to %d", httpjson.Truncate(s), MaxLimit)
 	}
 	return n, ""
 }
@@ -238,14 +239,7 @@ func parseAsOf(s string) (time.Time, string) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Sprintf("as_of %q must be an RFC 3339 timestamp such as 2026-11-05T14:00:00Z", truncate(s))
+		return time.Time{}, fmt.Sprintf("as_of %q must be an RFC 3339 timestamp such as 2026-11-05T14:00:00Z", httpjson.Truncate(s))
 	}
 	return t.UTC(), ""
-}
-
-func truncate(s string) string {
-	if len(s) <= 64 {
-		return s
-	}
-	return s[:64] + "..."
 }

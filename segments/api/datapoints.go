@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"net/http"
 	"time"
 
@@ -30,7 +31,7 @@ func (a *API) dataPoints(w http.ResponseWriter, r *http.Request, ws string) {
 	if s := qs.Get("to"); s != "" {
 		d, err := time.Parse(dateLayout, s)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("to %q must be a date YYYY-MM-DD", truncate(s)))
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("to %q must be a date YYYY-MM-DD", httpjson.Truncate(s)))
 			return
 		}
 		to = d
@@ -39,7 +40,7 @@ func (a *API) dataPoints(w http.ResponseWriter, r *http.Request, ws string) {
 	if s := qs.Get("from"); s != "" {
 		d, err := time.Parse(dateLayout, s)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("from %q must be a date YYYY-MM-DD", truncate(s)))
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("from %q must be a date YYYY-MM-DD", httpjson.Truncate(s)))
 			return
 		}
 		from = d
@@ -54,7 +55,7 @@ func (a *API) dataPoints(w http.ResponseWriter, r *http.Request, ws string) {
 		groupBy = segments.GroupByDay
 	case segments.GroupByDay, segments.GroupByPartner, segments.GroupByCohort:
 	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("group_by %q must be day, partner or cohort", truncate(string(groupBy))))
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("group_by %q must be day, partner or cohort", httpjson.Truncate(string(groupBy))))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)

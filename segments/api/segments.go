@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"github.com/cohortsync/cohortsync/segments"
 	"github.com/cohortsync/cohortsync/segments/saved"
 )
@@ -70,7 +70,7 @@ func segmentOf(s saved.Segment) Segment {
 
 func (a *API) createSegment(w http.ResponseWriter, r *http.Request, ws string) {
 	var req CreateSegmentRequest
-	if msg := decodeBody(w, r, &req); msg != "" {
+	if msg := httpjson.Decode(w, r, maxBody, &req); msg != "" {
 		writeError(w, http.StatusBadRequest, msg)
 		return
 	}
@@ -156,7 +156,7 @@ func (a *API) deleteSegment(w http.ResponseWriter, r *http.Request, ws string) {
 
 func (a *API) evaluate(w http.ResponseWriter, r *http.Request, ws string) {
 	var req EvaluateRequest
-	if msg := decodeBody(w, r, &req); msg != "" {
+	if msg := httpjson.Decode(w, r, maxBody, &req); msg != "" {
 		writeError(w, http.StatusBadRequest, msg)
 		return
 	}
@@ -217,7 +217,7 @@ func (a *API) members(w http.ResponseWriter, r *http.Request, ws string) {
 		}
 		a.exportMembers(w, r, ws, seg, format, asOf)
 	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("format %q must be json, csv, ndjson or parquet", truncate(format)))
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("format %q must be json, csv, ndjson or parquet", httpjson.Truncate(format)))
 	}
 }
 
@@ -242,37 +242,4 @@ func (a *API) explain(w http.ResponseWriter, r *http.Request, ws string) {
 		ans.Reasons = []segments.Reason{}
 	}
 	writeJSON(w, http.StatusOK, ans)
-}
-
-// decodeBody reads one JSON object into v and returns a message for the
-// caller when that fails. Unknown fields are refused: a misspelt "fitler"
-// must not silently evaluate something else.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) string {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		var syntax *json.SyntaxError
-		var typ *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &tooBig):
-			return fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)
-		case errors.Is(err, io.EOF):
-			return "request body must be a JSON object"
-		case errors.Is(err, io.ErrUnexpectedEOF):
-			return "malformed JSON: unexpected end of body"
-		case errors.As(err, &syntax):
-			return fmt.Sprintf("malformed JSON at byte %d", syntax.Offset)
-		case errors.As(err, &typ) && typ.Field == "":
-			return "request body must be a JSON object"
-		case errors.As(err, &typ):
-			return fmt.Sprintf("field %q must be a %s", typ.Field, typ.Type)
-		default:
-			return "invalid request body: " + truncate(err.Error())
-		}
-	}
-	if dec.More() {
-		return "request body must contain a single JSON object"
-	}
-	return ""
 }

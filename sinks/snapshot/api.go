@@ -1,13 +1,13 @@
 package snapshot
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
 
 	"github.com/cohortsync/cohortsync/adminauth"
+	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/sinks/parquet"
 )
@@ -59,31 +59,24 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request) {
 	if c := r.URL.Query().Get("cohort"); c != "" {
 		partner, id, ok := strings.Cut(c, "/")
 		if !ok || partner == "" || id == "" {
-			writeError(w, http.StatusBadRequest, "cohort must be PARTNER/COHORT_ID")
+			httpjson.Error(w, http.StatusBadRequest, "cohort must be PARTNER/COHORT_ID")
 			return
 		}
 		sel.Cohort = &parquet.CohortKey{Workspace: ws, Partner: partner, CohortID: id}
 	}
 	res, err := a.snap.Snapshot(r.Context(), sel)
 	if errors.Is(err, ErrNoSuchCohort) {
-		writeError(w, http.StatusNotFound, "no such cohort")
+		httpjson.Error(w, http.StatusNotFound, "no such cohort")
 		return
 	}
 	if err != nil {
 		a.log.Error("on-demand snapshot failed", "workspace", ws, "error", err)
-		writeError(w, http.StatusServiceUnavailable, "snapshot failed: "+err.Error())
+		httpjson.Error(w, http.StatusServiceUnavailable, "snapshot failed: "+err.Error())
 		return
 	}
 	out := Response{Snapshots: make([]SnapshotInfo, len(res))}
 	for i, x := range res {
 		out.Snapshots[i] = SnapshotInfo{Partner: x.Cohort.Partner, CohortID: x.Cohort.CohortID, Result: x}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(out)
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	httpjson.Write(w, http.StatusOK, out)
 }
