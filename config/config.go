@@ -147,8 +147,8 @@ func Default() Config {
 			RateLimitPerHour: 250_000,
 			RateBurst:        1000,
 		},
-		Kafka:      kafka.DefaultConfig(),
-		Embedded:   Embedded{KafkaAddr: "127.0.0.1:0"},
+		Kafka:    kafka.DefaultConfig(),
+		Embedded: Embedded{KafkaAddr: "127.0.0.1:0"},
 		ClickHouse: ClickHouse{
 			Database:       "cohortsync",
 			Username:       "default",
@@ -157,7 +157,7 @@ func Default() Config {
 			MigrateOnStart: true,
 		},
 		Snapshots: Snapshots{Interval: 15 * time.Minute, Kept: 4},
-		Retention:  Retention{Cutoff: "2010-01-01T00:00:00Z"},
+		Retention: Retention{Cutoff: "2010-01-01T00:00:00Z"},
 	}
 }
 
