@@ -19,6 +19,16 @@ func TestInferSync(t *testing.T) {
 		return out
 	}
 	last := func(ts []time.Time) time.Time { return ts[len(ts)-1] }
+	// burst makes each sync ten requests landing 20 seconds apart.
+	burst := func(starts []time.Time) []time.Time {
+		var out []time.Time
+		for _, s := range starts {
+			for i := range 10 {
+				out = append(out, s.Add(time.Duration(i)*20*time.Second))
+			}
+		}
+		return out
+	}
 	q := 15 * time.Minute
 	cases := []struct {
 		name   string
@@ -36,6 +46,9 @@ func TestInferSync(t *testing.T) {
 		{"every 15 minutes, silent for 31 minutes", every(8, q), last(every(8, q)).Add(31 * time.Minute), SyncDynamic, q, true},
 		{"irregular", []time.Time{t0, t0.Add(time.Minute), t0.Add(5 * time.Hour), t0.Add(5*time.Hour + 2*time.Minute), t0.Add(40 * time.Hour)}, t0.Add(41 * time.Hour), SyncOneTime, 0, false},
 		{"duplicates count once", append(every(2, q), t0, t0.Add(q)), t0.Add(time.Hour), SyncOneTime, 0, false},
+		{"one sync of many requests", every(50, 2*time.Second), t0.Add(time.Hour), SyncOneTime, 0, false},
+		{"bursts every 15 minutes", burst(every(4, q)), last(every(4, q)).Add(10 * time.Minute), SyncDynamic, q, false},
+		{"bursts every 15 minutes, silent for 31 minutes after the last landing", burst(every(4, q)), last(every(4, q)).Add(34 * time.Minute), SyncDynamic, q, true},
 	}
 	for _, c := range cases {
 		mode, period, stale := InferSync(c.times, c.now)

@@ -38,6 +38,10 @@ type Node struct {
 	Cohort CohortRef // OpCohort only
 	Args   []Node    // OpNot: exactly one; OpAnd, OpOr: one or more
 	Path   string    // JSON pointer of this node in the document
+
+	// byValue marks a cohort named by a Braze filter's value, which may be
+	// an id or a name (Resolve prefers the id); Cohort.Name holds it.
+	byValue bool
 }
 
 // Limits that keep a filter cheap to evaluate and its SQL bounded.
@@ -151,13 +155,14 @@ func (p *parser) braze(obj map[string]json.RawMessage, path string) (Node, error
 	if err != nil {
 		return Node{}, err
 	}
-	// The value is a name or an id: Resolve decides, preferring an id.
-	n := Node{Op: OpCohort, Cohort: CohortRef{Partner: strings.ToLower(partner), Name: value}, Path: path}
+	// The value is a name or an id: Resolve decides, preferring an id. The
+	// "excludes" form is "not" around the same cohort node, which has no
+	// place of its own in the document: both carry the object's path.
+	n := Node{Op: OpCohort, Cohort: CohortRef{Partner: strings.ToLower(partner), Name: value}, Path: path, byValue: true}
 	switch op {
 	case "includes":
 		return n, nil
 	case "excludes":
-		n.Path = path + "/value"
 		return Node{Op: OpNot, Args: []Node{n}, Path: path}, nil
 	default:
 		return Node{}, errAt(path+"/op", "op %q: want \"includes\" or \"excludes\"", op)
@@ -218,35 +223,14 @@ func str(obj map[string]json.RawMessage, key, path string) (string, error) {
 }
 
 // Resolve sets every cohort's ID. lookup returns the ids of the partner's
-// cohorts whose id or name is idOrName, the id match first; a ref given by
-// id must match that id.
+// cohorts whose id or whose name is idOrName. A cohort given by id must
+// exist. A name (or a Braze value) means the cohort with that id if there
+// is one (ids are what partners send; a name equal to another cohort's id is
+// not worth the ambiguity), else the only cohort of that name; two cohorts
+// of that name are an error naming both. Errors are *segments.FilterError at
+// the part naming the cohort.
 func Resolve(n Node, lookup func(partner, idOrName string) (ids []string)) (Node, error) {
-	switch n.Op {
-	case OpCohort:
-		ref := n.Cohort
-		path := n.Path + "/cohort"
-		if ref.ID != "" {
-			ids := lookup(ref.Partner, ref.ID)
-			if !slices.Contains(ids, ref.ID) {
-				return Node{}, errAt(path+"/id", "no cohort %q of partner %q in this workspace", ref.ID, ref.Partner)
-			}
-			return n, nil
-		}
-		ids := lookup(ref.Partner, ref.Name)
-		switch {
-		case len(ids) == 0:
-			return Node{}, errAt(path+"/name", "no cohort named or with id %q of partner %q in this workspace", ref.Name, ref.Partner)
-		case slices.Contains(ids, ref.Name):
-			n.Cohort.ID = ref.Name
-		case len(ids) > 1:
-			sorted := slices.Clone(ids)
-			sort.Strings(sorted)
-			return Node{}, errAt(path+"/name", "cohort name %q is ambiguous: cohorts %s; use the id", ref.Name, quoteList(sorted))
-		default:
-			n.Cohort.ID = ids[0]
-		}
-		return n, nil
-	default:
+	if n.Op != OpCohort {
 		out := n
 		out.Args = make([]Node, len(n.Args))
 		for i, a := range n.Args {
@@ -258,15 +242,53 @@ func Resolve(n Node, lookup func(partner, idOrName string) (ids []string)) (Node
 		}
 		return out, nil
 	}
+	ref := n.Cohort
+	if ref.ID != "" {
+		if !slices.Contains(lookup(ref.Partner, ref.ID), ref.ID) {
+			return Node{}, errAt(n.Path+"/cohort/id", "no cohort %q of partner %q in this workspace", ref.ID, ref.Partner)
+		}
+		return n, nil
+	}
+	path, what := n.Path+"/cohort/name", "named"
+	if n.byValue {
+		path, what = n.Path+"/value", "named or with id"
+	}
+	ids := lookup(ref.Partner, ref.Name)
+	if slices.Contains(ids, ref.Name) {
+		n.Cohort.ID = ref.Name
+		return n, nil
+	}
+	switch len(ids) {
+	case 0:
+		return Node{}, errAt(path, "no cohort %s %q of partner %q in this workspace", what, ref.Name, ref.Partner)
+	case 1:
+		n.Cohort.ID = ids[0]
+		return n, nil
+	default:
+		sorted := slices.Clone(ids)
+		sort.Strings(sorted)
+		return Node{}, errAt(path, "cohort name %q is ambiguous: cohorts %s; use the id", ref.Name, quoteList(sorted))
+	}
 }
 
-// Cohorts lists the distinct cohorts the filter names, in order of appearance.
+// Cohorts lists the distinct cohorts the filter names, in order of
+// appearance. Once resolved, a cohort named both by id and by name is one
+// cohort, listed as it first appears.
 func (n Node) Cohorts() []CohortRef {
 	var out []CohortRef
+	same := func(a, b CohortRef) bool {
+		if a.Partner != b.Partner {
+			return false
+		}
+		if a.ID != "" || b.ID != "" {
+			return a.ID == b.ID
+		}
+		return a.Name == b.Name
+	}
 	var walk func(Node)
 	walk = func(n Node) {
 		if n.Op == OpCohort {
-			if !slices.Contains(out, n.Cohort) {
+			if !slices.ContainsFunc(out, func(r CohortRef) bool { return same(r, n.Cohort) }) {
 				out = append(out, n.Cohort)
 			}
 			return

@@ -114,7 +114,10 @@ func TestResolve(t *testing.T) {
 	bad := []struct{ in, path, msg string }{
 		{`{"cohort":{"partner":"mixpanel","id":"zz"}}`, "/cohort/id", "no cohort"},
 		{`{"or":[{"cohort":{"partner":"heap","name":"Churn"}}]}`, "/or/0/cohort/name", "no cohort"},
-		{`{"cohort":{"partner":"mixpanel","name":"Dup"}}`, "/cohort/name", "ambiguous"},
+		{`{"cohort":{"partner":"mixpanel","name":"Dup"}}`, "/cohort/name", `ambiguous: cohorts "b", "d"`},
+		{`{"filter":"Mixpanel_Cohorts","op":"includes","value":"Dup"}`, "/value", "ambiguous"},
+		{`{"and":[{"cohort":{"partner":"mixpanel","id":"a"}},{"filter":"Mixpanel_Cohorts","op":"excludes","value":"nope"}]}`, "/and/1/value", "no cohort"},
+		{`{"not":{"filter":"Heap_Cohorts","op":"includes","value":"a"}}`, "/not/value", `partner "heap"`},
 	}
 	for _, c := range bad {
 		n, err := Parse([]byte(c.in))
@@ -130,6 +133,18 @@ func TestResolve(t *testing.T) {
 	n, _ := Parse([]byte(`{"and":[{"cohort":{"partner":"p","id":"a"}},{"not":{"cohort":{"partner":"p","id":"a"}}},{"cohort":{"partner":"p","id":"b"}}]}`))
 	if got := n.Cohorts(); len(got) != 2 || got[0].ID != "a" || got[1].ID != "b" {
 		t.Errorf("Cohorts() = %+v", got)
+	}
+	// By name and by id: one cohort once resolved.
+	n, _ = Parse([]byte(`{"or":[{"cohort":{"partner":"mixpanel","name":"Churn"}},{"filter":"Mixpanel_Cohorts","op":"excludes","value":"a"},{"cohort":{"partner":"mixpanel","id":"c"}}]}`))
+	if got := n.Cohorts(); len(got) != 3 {
+		t.Errorf("unresolved Cohorts() = %+v, want 3 refs", got)
+	}
+	r, err := Resolve(n, lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Cohorts(); len(got) != 2 || got[0].ID != "a" || got[0].Name != "Churn" || got[1].ID != "c" {
+		t.Errorf("resolved Cohorts() = %+v, want a (Churn) and c", got)
 	}
 }
 

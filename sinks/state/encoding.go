@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"strings"
@@ -165,3 +166,64 @@ func readPair(v []byte) (x, y int64, err error) {
 	}
 	return int64(binary.BigEndian.Uint64(v[:8])), int64(binary.BigEndian.Uint64(v[8:])), nil
 }
+
+// historyValue is the value of a history key (tuple(user_id) version(8)):
+// is_member(1) event_time µs(8) received_at µs(8) record_id(rest).
+type historyValue struct {
+	isMember              bool
+	eventTime, receivedAt int64
+	recordID              string
+}
+
+const historyFixed = 1 + 8 + 8
+
+func (h historyValue) size() int { return historyFixed + len(h.recordID) }
+
+func (h historyValue) appendTo(b []byte) []byte {
+	var f byte
+	if h.isMember {
+		f = 1
+	}
+	b = append(b, f)
+	b = binary.BigEndian.AppendUint64(b, uint64(h.eventTime))
+	b = binary.BigEndian.AppendUint64(b, uint64(h.receivedAt))
+	return append(b, h.recordID...)
+}
+
+var errBadHistory = errors.New("state: corrupt history entry")
+
+// readHistory decodes a history entry; the record id aliases v.
+func readHistory(k, v []byte) (user []byte, version uint64, h historyValue, rid []byte, err error) {
+	if len(k) < 2+8 || len(v) < historyFixed || k[len(k)-10] != escByte || k[len(k)-9] != escTerm {
+		return nil, 0, historyValue{}, nil, errBadHistory
+	}
+	h = historyValue{
+		isMember:   v[0] == 1,
+		eventTime:  int64(binary.BigEndian.Uint64(v[1:9])),
+		receivedAt: int64(binary.BigEndian.Uint64(v[9:17])),
+	}
+	user = k[:len(k)-10]
+	if bytes.IndexByte(user, escByte) >= 0 {
+		u, _, err := readTuple(k)
+		if err != nil {
+			return nil, 0, historyValue{}, nil, err
+		}
+		user = []byte(u)
+	}
+	return user, binary.BigEndian.Uint64(k[len(k)-8:]), h, v[historyFixed:], nil
+}
+
+// Landing seconds are stored with the sign bit flipped, as days are.
+func secondOfMicros(us int64) int64 {
+	s := us / 1_000_000
+	if us%1_000_000 < 0 {
+		s--
+	}
+	return s
+}
+
+func appendSecond(b []byte, sec int64) []byte {
+	return binary.BigEndian.AppendUint64(b, uint64(sec)^(1<<63))
+}
+
+func readSecond(b []byte) int64 { return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)) }

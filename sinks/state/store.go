@@ -14,7 +14,9 @@
 //     redelivery and is neither stored nor counted again, while a partner's
 //     re-sent sync has new record ids and does count;
 //   - rejections are keyed by record id and replaced, never added to;
-//   - cohort metadata keeps the record with the highest version.
+//   - cohort metadata keeps the record with the highest version;
+//   - history is keyed by (user, version), the syncs by landing second, and
+//     both are written only with a new data point, so a replay adds nothing.
 //
 // Layout (keys of several strings use the order-preserving tuple encoding of
 // encoding.go; "(b)" marks a bucket):
@@ -26,8 +28,18 @@
 //	        m(b) user_id → memberState
 //	        p(b) tuple(record_id) position(4) → flags day version user_id
 //	        d(b) day(4) → billable(8) effective(8)
+//	        h(b) tuple(user_id) version(8) → is_member(1) event µs(8) received µs(8) record_id
+//	        s(b) landing second(8) → "" (the distinct landing times of changes)
 //	        i     cohort metadata and bookkeeping (JSON)
+//	        q     change sequence(8): id of the last transaction that applied a change
+//	    q     change sequence(8): id of the last transaction that applied a
+//	          change or cohort metadata anywhere in the workspace
 //	    r(b) / tuple(partner, cohort_id, record_id, reason) → ids(8) records(8)
+//
+// The change sequences let readers cache what they derive from a cohort (a
+// member bitmap, say) and know without reading it whether it changed.
+// Cohorts written by a build without history have no h and s entries for
+// those changes.
 package state
 
 import (
@@ -54,6 +66,9 @@ var (
 	bucketMembers    = []byte("m")
 	bucketPoints     = []byte("p")
 	bucketDays       = []byte("d")
+	bucketHistory    = []byte("h")
+	bucketSyncs      = []byte("s")
+	keySeq           = []byte("q")
 	keyFormat        = []byte("format")
 	keyInfo          = []byte("i")
 )

@@ -44,7 +44,8 @@ func (s *Store) write(ctx context.Context, out *pipeline.Output) error {
 	if err != nil {
 		return err
 	}
-	w := &batchWriter{ctx: ctx, cols: cols, out: out, effective: make([]bool, cols.n)}
+	w := &batchWriter{ctx: ctx, cols: cols, out: out, effective: make([]bool, cols.n),
+		fresh: make([]bool, cols.n), appliedRow: make([]bool, cols.n)}
 	w.sortRows()
 	if err := s.db.Update(w.run); err != nil {
 		return err
@@ -128,8 +129,16 @@ type batchWriter struct {
 	order []int32
 	// effective[row] says the row changed is_member at its first application.
 	effective []bool
-	scratch   []int32
-	days      map[int32]dayCount
+	// fresh[row] says the row's data point is new: not a redelivery.
+	// appliedRow[row] says its version was newer than the stored one.
+	fresh, appliedRow []bool
+	scratch           []int32
+	days              map[int32]dayCount
+	secs              []int64
+	// seq is the transaction id, the change sequence of what it touches;
+	// touched are the workspaces whose sequence it sets.
+	seq     []byte
+	touched map[string]bool
 
 	tx         *bolt.Tx
 	workspaces map[string]*bolt.Bucket
@@ -165,6 +174,8 @@ func (w *batchWriter) sortRows() {
 func (w *batchWriter) run(tx *bolt.Tx) error {
 	w.tx = tx
 	w.workspaces = map[string]*bolt.Bucket{}
+	w.seq = binary.BigEndian.AppendUint64(nil, uint64(tx.ID()))
+	w.touched = map[string]bool{}
 	w.days = map[int32]dayCount{}
 	c := w.cols
 	for i := 0; i < len(w.order); {
@@ -191,6 +202,11 @@ func (w *batchWriter) run(tx *bolt.Tx) error {
 	}
 	if err := w.applyRejections(); err != nil {
 		return err
+	}
+	for ws := range w.touched {
+		if err := w.workspaces[ws].Put(keySeq, w.seq); err != nil {
+			return err
+		}
 	}
 	return w.applyPositions()
 }
@@ -221,7 +237,7 @@ func (w *batchWriter) cohortBucket(ws, partner, cohort string) (*bolt.Bucket, er
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range [][]byte{bucketMembers, bucketPoints, bucketDays} {
+	for _, name := range [][]byte{bucketMembers, bucketPoints, bucketDays, bucketHistory, bucketSyncs} {
 		if _, err := cb.CreateBucketIfNotExists(name); err != nil {
 			return nil, err
 		}
@@ -230,8 +246,9 @@ func (w *batchWriter) cohortBucket(ws, partner, cohort string) (*bolt.Bucket, er
 }
 
 // applyCohort applies the rows of one cohort: membership in (user, version)
-// order, then data points in (record id, position) order, then the per-day
-// counters and the cohort's bookkeeping.
+// order, then data points in (record id, position) order, then the history
+// of the new ones in (user, version) order, the per-day counters, the
+// landing times and the cohort's bookkeeping.
 func (w *batchWriter) applyCohort(ws, partner, cohort string, rows []int32) error {
 	c := w.cols
 	cb, err := w.cohortBucket(ws, partner, cohort)
@@ -245,6 +262,7 @@ func (w *batchWriter) applyCohort(ws, partner, cohort string, rows []int32) erro
 
 	var members, lastSync int64
 	var maxVersion uint64
+	applied := w.applied
 	for i := 0; i < len(rows); {
 		user := c.user.Value(int(rows[i]))
 		if user == "" || len(user) > bolt.MaxKeySize {
@@ -276,6 +294,7 @@ func (w *batchWriter) applyCohort(ws, partner, cohort string, rows []int32) erro
 				continue
 			}
 			w.effective[row] = isMember != cur.isMember
+			w.appliedRow[row] = true
 			cur.exists, cur.isMember, cur.version = true, isMember, ver
 			maxVersion = max(maxVersion, ver)
 			winner = row
@@ -331,12 +350,26 @@ func (w *batchWriter) applyCohort(ws, partner, cohort string, rows []int32) erro
 		if err := pb.Put(key, val); err != nil {
 			return err
 		}
+		w.fresh[row] = true
 		w.newPoints++
 		n := w.days[day]
 		n.billable++
 		n.effective += b2i(w.effective[row])
 		w.days[day] = n
 	}
+	if err := w.applyHistory(cb, rows); err != nil {
+		return err
+	}
+	if err := w.applySyncs(cb); err != nil {
+		return err
+	}
+	if w.applied > applied {
+		if err := cb.Put(keySeq, w.seq); err != nil {
+			return err
+		}
+		w.touched[ws] = true
+	}
+
 	days := make([]int32, 0, len(w.days))
 	for d := range w.days {
 		days = append(days, d)
@@ -369,6 +402,58 @@ func (w *batchWriter) applyCohort(ws, partner, cohort string, rows []int32) erro
 		info.LastSync = sync
 	}
 	return putInfo(cb, info)
+}
+
+// applyHistory stores the rows whose data point is new or whose version
+// was applied, rows being in (user, version) order so the inserts walk the
+// bucket forward. A redelivered row is neither: it is already there, stored
+// with its data point. A record that a producer retry landed twice is new
+// history at its second offset (a new version) though not a new data point.
+func (w *batchWriter) applyHistory(cb *bolt.Bucket, rows []int32) error {
+	c := w.cols
+	hb := cb.Bucket(bucketHistory)
+	w.secs = w.secs[:0]
+	for _, r := range rows {
+		row := int(r)
+		if !w.fresh[row] && !w.appliedRow[row] {
+			continue
+		}
+		if sec := secondOfMicros(int64(c.received.Value(row))); len(w.secs) == 0 || w.secs[len(w.secs)-1] != sec {
+			w.secs = append(w.secs, sec)
+		}
+		user, rid := c.user.Value(row), c.rid.Value(row)
+		key := appendTuple(w.arena.alloc(tupleLen(user) + 8)[:0], user)
+		key = binary.BigEndian.AppendUint64(key, c.version.Value(row))
+		h := historyValue{
+			isMember:   c.member.Value(row) == 1,
+			eventTime:  int64(c.event.Value(row)),
+			receivedAt: int64(c.received.Value(row)),
+			recordID:   rid,
+		}
+		if err := hb.Put(key, h.appendTo(w.arena.alloc(h.size())[:0])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applySyncs records the landing seconds of the new data points.
+func (w *batchWriter) applySyncs(cb *bolt.Bucket) error {
+	slices.Sort(w.secs)
+	sb := cb.Bucket(bucketSyncs)
+	for i, sec := range w.secs {
+		if i > 0 && w.secs[i-1] == sec {
+			continue
+		}
+		key := appendSecond(w.arena.alloc(8)[:0], sec)
+		if sb.Get(key) != nil {
+			continue
+		}
+		if err := sb.Put(key, []byte{}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // get is Bucket.Get through a reused cursor. The buckets it reads hold no
@@ -458,6 +543,7 @@ func (w *batchWriter) applyCohortRecords() error {
 		if err := putInfo(cb, info); err != nil {
 			return err
 		}
+		w.touched[e.Workspace] = true
 	}
 	return nil
 }
