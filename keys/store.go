@@ -346,6 +346,19 @@ func (s *Store) List(workspace string) []Key {
 	return out
 }
 
+// Workspaces returns every workspace that has ever had a key, sorted. It is
+// the list of workspaces an instance serves, whichever sink holds their data.
+func (s *Store) Workspaces() []string {
+	s.mu.RLock()
+	out := make([]string, 0, len(s.byWS))
+	for ws := range s.byWS {
+		out = append(out, ws)
+	}
+	s.mu.RUnlock()
+	sort.Strings(out)
+	return out
+}
+
 // Status reports how far the store has read.
 func (s *Store) Status() Status {
 	s.mu.RLock()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -88,6 +89,9 @@ func TestStoreLifecycle(t *testing.T) {
 	again, _ := s.Get(k1.ID)
 	if !again.RevokedAt.Equal(*revoked.RevokedAt) {
 		t.Fatal("second revoke moved the revocation time")
+	}
+	if ws := s.Workspaces(); !slices.Equal(ws, []string{"acme", "other"}) {
+		t.Fatalf("Workspaces = %v, want [acme other] (a revoked key keeps its workspace listed)", ws)
 	}
 	list = s.List("acme")
 	if len(list) != 2 || list[0].Status() != "revoked" || list[0].RevokedAt == nil || list[1].Status() != "active" {

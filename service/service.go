@@ -144,6 +144,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return fmt.Errorf("service: snapshot api: %w", err)
 	}
 	snapAPI.Register(routes)
+	segAPI, err := openSegments(ctx, cfg, core, st, auth, log, reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := segAPI.close(); err != nil {
+			log.Error("close segments", "err", err)
+		}
+	}()
+	segAPI.api.Register(routes)
 
 	var ready atomic.Bool
 	routes.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -161,6 +171,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		if err == nil {
 			if terr := tokens.Healthy(); terr != nil {
 				err = fmt.Errorf("workspace tokens: %w", terr)
+			} else if serr := segAPI.saved.Healthy(); serr != nil {
+				err = fmt.Errorf("saved segments: %w", serr)
 			}
 		}
 		if err != nil || !ready.Load() {

@@ -119,6 +119,9 @@ type Options struct {
 	Out io.Writer
 	// Now stamps created_at of the cohorts; nil: time.Now.
 	Now func() time.Time
+	// BeforeRound, when set, runs before each sync round (0-based) is sent,
+	// so a caller can look at the state between rounds; an error stops the run.
+	BeforeRound func(ctx context.Context, round int) error
 }
 
 // ErrMismatch is what Run returns, wrapped, when the server's metrics do not
@@ -188,6 +191,8 @@ type runner struct {
 	hc   *http.Client
 	out  io.Writer
 	now  func() time.Time
+
+	beforeRound func(ctx context.Context, round int) error
 	// secret is the data import key made for the run.
 	secret string
 }
@@ -198,7 +203,7 @@ func Run(ctx context.Context, cfg Config, opts Options) (Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return rep, fmt.Errorf("demo: invalid config: %w", err)
 	}
-	r := &runner{cfg: cfg, base: strings.TrimRight(cfg.Server, "/"), hc: opts.HTTPClient, out: opts.Out, now: opts.Now}
+	r := &runner{cfg: cfg, base: strings.TrimRight(cfg.Server, "/"), hc: opts.HTTPClient, out: opts.Out, now: opts.Now, beforeRound: opts.BeforeRound}
 	if r.hc == nil {
 		r.hc = &http.Client{Timeout: 30 * time.Second}
 	}
@@ -346,6 +351,11 @@ func (r *runner) sync(ctx context.Context, plan Plan, rep *Report) error {
 	for i, round := range plan.Rounds {
 		if i > 0 && r.cfg.Interval > 0 {
 			sleep(ctx, r.cfg.Interval)
+		}
+		if r.beforeRound != nil {
+			if err := r.beforeRound(ctx, i); err != nil {
+				return fmt.Errorf("demo: before round %d: %w", i+1, err)
+			}
 		}
 		r.printf("sync round %d of %d\n", i+1, len(plan.Rounds))
 		for _, s := range round {
