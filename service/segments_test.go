@@ -30,7 +30,7 @@ type segmentAnswers struct {
 }
 
 type userAnswer struct {
-	Member  bool
+	Member   bool
 	InA, InB bool
 }
 
