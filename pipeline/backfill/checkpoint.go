@@ -1,0 +1,111 @@
+package backfill
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// checkpoint is the progress of a run, rewritten after every landed batch.
+type checkpoint struct {
+	RunID string `json:"run_id"`
+	// NextSource is the index of the source being read; Done counts its
+	// envelopes already landed.
+	NextSource int     `json:"next_source"`
+	Done       int64   `json:"done"`
+	Summary    Summary `json:"summary"`
+}
+
+// RunID names a run after what it reads: the same sources (same content
+// fingerprints) in the same order and the same settings make the same id,
+// which is how a new invocation finds the checkpoint of an interrupted one.
+func RunID(kind string, settings []string, sources []Source) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00", kind, strings.Join(settings, "\x00"))
+	for _, s := range sources {
+		fmt.Fprintf(h, "%s\x00%s\x00", s.Name, s.Fingerprint)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// CheckpointPath is where the checkpoint of run id lives under dataDir.
+func CheckpointPath(dataDir, id string) string {
+	return filepath.Join(dataDir, "backfill", id+".json")
+}
+
+// loadCheckpoint returns the checkpoint to resume, or a fresh one. A complete
+// run is not resumed: running it again lands everything again, which the
+// sinks deduplicate.
+func loadCheckpoint(opts Options) (checkpoint, error) {
+	id := strings.TrimSuffix(filepath.Base(opts.Checkpoint), ".json")
+	fresh := checkpoint{RunID: id, Summary: Summary{RunID: id}}
+	if opts.Checkpoint == "" || opts.Restart || opts.DryRun {
+		return fresh, nil
+	}
+	raw, err := os.ReadFile(opts.Checkpoint)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fresh, nil
+	}
+	if err != nil {
+		return checkpoint{}, fmt.Errorf("backfill: read checkpoint: %w", err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(raw, &cp); err != nil {
+		return checkpoint{}, fmt.Errorf("backfill: checkpoint %s is damaged (start over with --restart): %w", opts.Checkpoint, err)
+	}
+	if cp.Summary.Complete || cp.NextSource > len(opts.Sources) {
+		return fresh, nil
+	}
+	cp.Summary.Resumed = cp.Summary.Landed
+	return cp, nil
+}
+
+// saveCheckpoint replaces the checkpoint file atomically: written to a
+// temporary name, fsynced, renamed, and the directory fsynced.
+func (r *run) saveCheckpoint() error {
+	if r.opts.Checkpoint == "" || r.opts.DryRun {
+		return nil
+	}
+	dir := filepath.Dir(r.opts.Checkpoint)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("backfill: checkpoint dir: %w", err)
+	}
+	raw, err := json.MarshalIndent(r.cp, "", "  ")
+	if err != nil {
+		return fmt.Errorf("backfill: encode checkpoint: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".checkpoint-*")
+	if err != nil {
+		return fmt.Errorf("backfill: write checkpoint: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(raw); err != nil {
+		tmp.Close()
+		return fmt.Errorf("backfill: write checkpoint: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("backfill: sync checkpoint: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("backfill: close checkpoint: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), r.opts.Checkpoint); err != nil {
+		return fmt.Errorf("backfill: rename checkpoint: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("backfill: sync checkpoint dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("backfill: sync checkpoint dir: %w", err)
+	}
+	return nil
+}
