@@ -57,7 +57,6 @@ type Lander interface {
 	LandBatch(ctx context.Context, recs []kafka.KeyValue) error
 }
 
-
 // Options configure a Run.
 type Options struct {
 	Sources []Source
