@@ -23,6 +23,7 @@ import (
 	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/keys"
+	"github.com/cohortsync/cohortsync/pipeline/backfill"
 	"github.com/cohortsync/cohortsync/sinks/snapshot"
 )
 
@@ -144,6 +145,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return fmt.Errorf("service: snapshot api: %w", err)
 	}
 	snapAPI.Register(routes)
+	bfDest, err := BackfillDestination(cfg, st.Directory(), lander, log)
+	if err != nil {
+		return err
+	}
+	bfAPI, err := backfill.NewAPI(bfDest, auth, log)
+	if err != nil {
+		return fmt.Errorf("service: backfill api: %w", err)
+	}
+	bfAPI.Register(routes)
 	segAPI, err := openSegments(ctx, cfg, core, st, auth, log, reg)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"github.com/cohortsync/cohortsync/connectors/kafka"
 	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/pipeline"
+	"github.com/cohortsync/cohortsync/pipeline/backfill"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 	"github.com/cohortsync/cohortsync/sinks/parquet"
 	"github.com/cohortsync/cohortsync/sinks/snapshot"
@@ -64,6 +65,10 @@ func (s *Stream) Err() error {
 
 // State is the embedded state store, nil when ClickHouse is the state of record.
 func (s *Stream) State() *state.Store { return s.state }
+
+// Directory is the identity directory the stream resolves with; a backfill
+// counts outcomes with the same one.
+func (s *Stream) Directory() *identities.Directory { return s.dir }
 
 // Snapshots writes the Parquet member lists of changed cohorts.
 func (s *Stream) Snapshots() *snapshot.Snapshotter { return s.snapshots }
@@ -132,17 +137,9 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 		return fail(fmt.Errorf("service: dead letter: %w", err))
 	}
 	s.dlq = dlq
-	resolver, err := identity.New(identity.Options{Directory: dir, Registerer: reg, Logger: log})
+	transforms, resolver, err := importRules(cfg, dir, reg, log)
 	if err != nil {
-		return fail(fmt.Errorf("service: identity resolver: %w", err))
-	}
-	cutoff, err := cfg.Retention.CutoffTime()
-	if err != nil {
-		return fail(fmt.Errorf("service: retention.cutoff: %w", err))
-	}
-	ret, err := retention.New(retention.Config{Cutoff: cutoff})
-	if err != nil {
-		return fail(fmt.Errorf("service: retention: %w", err))
+		return fail(err)
 	}
 	src := opts.Source
 	if src == nil {
@@ -156,7 +153,7 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 		Source:       src,
 		Decoder:      decode.New(),
 		DecodeReason: decode.Reason,
-		Transforms:   []pipeline.Transform{ret},
+		Transforms:   transforms,
 		Resolver:     resolver,
 		Sinks:        s.sinks,
 		DeadLetter:   dlq,
@@ -224,4 +221,32 @@ func (s *Stream) close() error {
 		errs = append(errs, s.dir.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// importRules builds the stream's transforms and identity stage (DESIGN §3);
+// backfills count their outcome with the very same stages.
+func importRules(cfg config.Config, dir identity.Directory, reg prometheus.Registerer, log *slog.Logger) ([]pipeline.Transform, *identity.Resolver, error) {
+	cutoff, err := cfg.Retention.CutoffTime()
+	if err != nil {
+		return nil, nil, fmt.Errorf("service: retention.cutoff: %w", err)
+	}
+	ret, err := retention.New(retention.Config{Cutoff: cutoff})
+	if err != nil {
+		return nil, nil, fmt.Errorf("service: retention: %w", err)
+	}
+	resolver, err := identity.New(identity.Options{Directory: dir, Registerer: reg, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("service: identity resolver: %w", err)
+	}
+	return []pipeline.Transform{ret}, resolver, nil
+}
+
+// BackfillDestination lands backfilled envelopes on the landing topic after
+// counting them with the stream's own stages over dir.
+func BackfillDestination(cfg config.Config, dir identity.Directory, lander backfill.Lander, log *slog.Logger) (*backfill.Local, error) {
+	transforms, resolver, err := importRules(cfg, dir, nil, log)
+	if err != nil {
+		return nil, err
+	}
+	return &backfill.Local{Lander: lander, Transforms: transforms, Resolver: resolver, MaxRecordBytes: cfg.Kafka.MaxMessageBytes - 4096}, nil
 }

@@ -20,8 +20,6 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/cohortsync/cohortsync/connectors/kafka"
-	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
@@ -52,9 +50,36 @@ type Source struct {
 	Open func() (Input, error)
 }
 
-// Lander lands a batch of records and returns once they are durable.
-type Lander interface {
-	LandBatch(ctx context.Context, recs []kafka.KeyValue) error
+// Outcome is what landing a batch did, counted with the stream's own stages.
+type Outcome struct {
+	// Landed counts records written (0 on a dry run).
+	Landed int64 `json:"landed"`
+	// DataPoints counts the assignments the stream accepts: each is one
+	// billable data point the first time its record lands.
+	DataPoints int64 `json:"data_points"`
+	// Dropped counts refused ids by reason, DroppedRecords whole records.
+	Dropped        map[string]int64 `json:"dropped"`
+	DroppedRecords map[string]int64 `json:"dropped_records"`
+}
+
+func (o *Outcome) add(b Outcome) {
+	o.Landed += b.Landed
+	o.DataPoints += b.DataPoints
+	if o.Dropped == nil {
+		o.Dropped, o.DroppedRecords = map[string]int64{}, map[string]int64{}
+	}
+	for k, v := range b.Dropped {
+		o.Dropped[k] += v
+	}
+	for k, v := range b.DroppedRecords {
+		o.DroppedRecords[k] += v
+	}
+}
+
+// Destination lands a batch of envelopes and says what the stream will make
+// of them: Local writes to Kafka itself, Remote goes through a running server.
+type Destination interface {
+	Land(ctx context.Context, envs []schemas.Envelope, dryRun bool) (Outcome, error)
 }
 
 // Options configure a Run.
@@ -62,15 +87,8 @@ type Options struct {
 	Sources []Source
 	// IsBadInput tells a bad line from a failure of the input itself.
 	IsBadInput func(error) bool
-	// Lander is where records go; nil only with DryRun.
-	Lander Lander
-	// Transforms and Resolver are the stream's own stages (retention, then
-	// identity resolution), run here to count the assignments the stream
-	// will accept and the ids it will drop, by reason. Nil Resolver: no counts.
-	Transforms []pipeline.Transform
-	Resolver   pipeline.Resolver
-	// MaxRecordBytes is the largest encoded envelope the topic takes.
-	MaxRecordBytes int
+	// Destination is where envelopes go.
+	Destination Destination
 	// Checkpoint is the file recording progress; empty: no checkpoints.
 	Checkpoint string
 	// Restart ignores an existing checkpoint.
@@ -102,17 +120,9 @@ type Summary struct {
 	// Read counts envelopes read; BadLines the lines that made none.
 	Read     int64 `json:"read"`
 	BadLines int64 `json:"bad_lines"`
-	// Landed counts records written to the landing topic (0 on a dry run);
-	// Resumed those a previous, interrupted run had landed already.
-	Landed  int64 `json:"landed"`
+	Outcome
+	// Resumed counts the records a previous, interrupted run had landed.
 	Resumed int64 `json:"resumed"`
-	// DataPoints counts the assignments the stream accepts (each is one
-	// billable data point the first time its record lands); Dropped counts
-	// refused ids by reason, as the stream counts them.
-	DataPoints int64            `json:"data_points"`
-	Dropped    map[string]int64 `json:"dropped"`
-	// DroppedRecords counts whole records refused, by reason.
-	DroppedRecords map[string]int64 `json:"dropped_records"`
 	// Cohorts counts envelopes per workspace/partner/cohort.
 	Cohorts map[string]int64 `json:"cohorts"`
 	// Samples holds the first bad lines.
@@ -140,8 +150,8 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	if opts.IsBadInput == nil {
 		opts.IsBadInput = func(error) bool { return false }
 	}
-	if opts.Lander == nil && !opts.DryRun {
-		return Summary{}, errors.New("backfill: no lander")
+	if opts.Destination == nil {
+		return Summary{}, errors.New("backfill: no destination")
 	}
 	cp, err := loadCheckpoint(opts)
 	if err != nil {
@@ -266,81 +276,27 @@ func (r *run) badLine(src Source, err error) {
 	r.opts.Logger.Warn("bad input line", "source", src.Name, "err", err)
 }
 
-// land counts one batch with the rules, then writes it.
+// land hands one batch to the destination and adds its outcome.
 func (r *run) land(ctx context.Context, src Source, items []Item) error {
-	recs := make([]pipeline.Record, len(items))
-	kvs := make([]kafka.KeyValue, 0, len(items))
+	envs := make([]schemas.Envelope, len(items))
 	if r.sum.Cohorts == nil {
 		r.sum.Cohorts = map[string]int64{}
 	}
 	for i, it := range items {
-		e := it.Envelope
-		recs[i] = pipeline.Record{Partition: -1, Offset: int64(i), Envelope: e}
-		r.sum.Cohorts[e.Workspace+"/"+e.Partner+"/"+e.CohortID()]++
-		if r.opts.DryRun {
-			continue
-		}
-		val, err := schemas.Encode(e)
-		if err != nil {
-			return fmt.Errorf("backfill: %s line %d: encode record %s: %w", src.Name, it.Line, e.RecordID, err)
-		}
-		if r.opts.MaxRecordBytes > 0 && len(val) > r.opts.MaxRecordBytes {
-			return fmt.Errorf("backfill: %s line %d: record %s is %d bytes, more than the topic's %d: split it", src.Name, it.Line, e.RecordID, len(val), r.opts.MaxRecordBytes)
-		}
-		kvs = append(kvs, kafka.KeyValue{Key: e.PartitionKey(), Value: val})
+		envs[i] = it.Envelope
+		r.sum.Cohorts[it.Envelope.Workspace+"/"+it.Envelope.Partner+"/"+it.Envelope.CohortID()]++
 	}
-	r.sum.Read += int64(len(items))
-	if err := r.count(ctx, recs); err != nil {
-		return err
-	}
-	if r.opts.DryRun {
-		return nil
-	}
-	if err := r.opts.Lander.LandBatch(ctx, kvs); err != nil {
+	out, err := r.opts.Destination.Land(ctx, envs, r.opts.DryRun)
+	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w while landing: %w", ErrInterrupted, err)
 		}
-		return fmt.Errorf("backfill: land %d records from %s: %w", len(kvs), src.Name, err)
+		return fmt.Errorf("backfill: land %d records from %s (lines %d-%d): %w", len(items), src.Name, items[0].Line, items[len(items)-1].Line, err)
 	}
-	r.sum.Landed += int64(len(kvs))
+	r.sum.Read += int64(len(items))
+	r.sum.add(out)
 	return nil
 }
 
-// count runs the stream's stages over recs and adds their outcome to the summary.
-func (r *run) count(ctx context.Context, recs []pipeline.Record) error {
-	if r.opts.Resolver == nil {
-		return nil
-	}
-	rej := pipeline.NewRejections()
-	kept := recs
-	for _, t := range r.opts.Transforms {
-		var err error
-		if kept, err = t.Apply(ctx, kept, rej); err != nil {
-			return fmt.Errorf("backfill: %s: %w", t.Name(), err)
-		}
-	}
-	if len(kept) > 0 {
-		out, err := r.opts.Resolver.Resolve(ctx, kept, rej)
-		if out != nil {
-			// One row per accepted id: one billable assignment.
-			r.sum.DataPoints += out.NumRows()
-			out.Release()
-		}
-		if err != nil {
-			return fmt.Errorf("backfill: resolve identities: %w", err)
-		}
-	}
-	if r.sum.Dropped == nil {
-		r.sum.Dropped, r.sum.DroppedRecords = map[string]int64{}, map[string]int64{}
-	}
-	for _, row := range rej.Rows() {
-		r.sum.Dropped[row.Reason] += row.IDs
-		if row.Records > 0 {
-			r.sum.DroppedRecords[row.Reason] += row.Records
-		}
-	}
-	return nil
-}
-
-// Reasons lists the drop reasons of s in a stable order.
-func (s Summary) Reasons() []string { return slices.Sorted(maps.Keys(s.Dropped)) }
+// Reasons lists the drop reasons of o in a stable order.
+func (o Outcome) Reasons() []string { return slices.Sorted(maps.Keys(o.Dropped)) }

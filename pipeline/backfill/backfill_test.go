@@ -124,9 +124,10 @@ func TestRunCountsLandsAndResumes(t *testing.T) {
 	isBad := func(err error) bool { return errors.Is(err, errBadLine) }
 	opts := func(in *sliceInput) backfill.Options {
 		return backfill.Options{
-			Sources:    []backfill.Source{{Name: "mem", Open: func() (backfill.Input, error) { return in, nil }}},
-			IsBadInput: isBad, Lander: lander, Transforms: tr, Resolver: res,
-			Checkpoint: cpPath, BatchRecords: 2,
+			Sources:     []backfill.Source{{Name: "mem", Open: func() (backfill.Input, error) { return in, nil }}},
+			IsBadInput:  isBad,
+			Destination: &backfill.Local{Lander: lander, Transforms: tr, Resolver: res},
+			Checkpoint:  cpPath, BatchRecords: 2,
 		}
 	}
 
