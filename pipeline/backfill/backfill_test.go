@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/adminauth"
 	"github.com/cohortsync/cohortsync/identities"
+	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/internal/kafkatest"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/pipeline/backfill"
@@ -185,5 +189,82 @@ func TestRunCountsLandsAndResumes(t *testing.T) {
 	sum, err = backfill.Run(ctx, opts(&sliceInput{items: items(), failAt: -1}))
 	if err != nil || sum.Landed != 9 || sum.Resumed != 0 {
 		t.Fatalf("second run: %+v, %v", sum, err)
+	}
+}
+
+// TestRemoteThroughAPI lands through the HTTP route a server registers: a
+// batch spanning two workspaces becomes one request per workspace, the
+// answer carries the server's counts, and a dry run lands nothing.
+func TestRemoteThroughAPI(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := kafkatest.NewClient(t, kafkatest.NewCluster(t), "bfapi")
+	topic := client.Config().Topics.Exports
+	if err := client.EnsureTopics(ctx, client.StandardTopics()); err != nil {
+		t.Fatal(err)
+	}
+	lander := client.NewLander(topic)
+	defer lander.Close()
+	tr, res := rules(t)
+	const token = "cst_backfill-api-test-token"
+	auth, err := adminauth.NewAdminToken(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := backfill.NewAPI(&backfill.Local{Lander: lander, Transforms: tr, Resolver: res}, auth, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := httproute.NewRecorder()
+	api.Register(mux)
+	srv := httptest.NewServer(mux.Mux)
+	defer srv.Close()
+
+	now := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	other := changes("o1", now, false, "eu1")
+	other.Workspace = "other"
+	envs := []schemas.Envelope{changes("w1", now, false, "eu1", "nobody"), other, changes("w2", now, true, "eu2")}
+
+	if _, err := backfill.NewRemote(srv.URL, "", nil); err == nil {
+		t.Fatal("a remote without a token must be refused")
+	}
+	bad, err := backfill.NewRemote(srv.URL, "cst_wrong", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bad.Land(ctx, envs, false); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("wrong token: %v, want a 401", err)
+	}
+	remote, err := backfill.NewRemote(srv.URL, token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := remote.Land(ctx, envs, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// eu1 and eu2 exist in workspace ws only: "other" resolves nothing.
+	if out.Landed != 0 || out.DataPoints != 2 || out.Dropped[pipeline.ReasonUnknownUser] != 2 {
+		t.Fatalf("dry run outcome %+v", out)
+	}
+	if got := kafkatest.ReadAll(t, client, topic); len(got) != 0 {
+		t.Fatalf("dry run landed %d", len(got))
+	}
+	out, err = remote.Land(ctx, envs, false)
+	if err != nil || out.Landed != 3 || out.DataPoints != 2 {
+		t.Fatalf("land: %+v, %v", out, err)
+	}
+	got := kafkatest.ReadAll(t, client, topic)
+	ids := map[string]string{}
+	for _, m := range got {
+		e, err := schemas.Decode(m.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[e.RecordID] = e.Workspace
+	}
+	if len(ids) != 3 || ids["o1"] != "other" || ids["w1"] != "ws" {
+		t.Fatalf("landed %v: record ids must be kept", ids)
 	}
 }
