@@ -588,6 +588,7 @@ func (x *Index) LookupDevice(workspace, id string) (userID string, identified, f
 // of a transaction, so a lookup allocates only the user id it returns.
 type txLookup struct {
 	ext, alias, device *bolt.Cursor
+	users              *bolt.Bucket // for LookupUser (reverse.go)
 	buf                []byte
 }
 
@@ -596,6 +597,7 @@ func newLookup(tx *bolt.Tx) *txLookup {
 		ext:    tx.Bucket(bucketExt).Cursor(),
 		alias:  tx.Bucket(bucketAlias).Cursor(),
 		device: tx.Bucket(bucketDevice).Cursor(),
+		users:  tx.Bucket(bucketUsers),
 		buf:    make([]byte, 0, 256),
 	}
 }

@@ -12,6 +12,9 @@
 //   - anything else is refused as pipeline.ReasonUnknownUser. Users are never
 //     created here.
 //
+// ResolveID is that rule for one id; backfills call it too, so that they
+// decide exactly as the stream does.
+//
 // Refused ids are counted per workspace, partner, cohort, record and reason.
 // Cohort metadata records carry no ids and produce no rows.
 //
@@ -201,48 +204,39 @@ func resolveRecord(l identities.Lookup, rec *pipeline.Record, p schemas.CohortCh
 	}
 	var unknown, ofIdentified int64
 	pos := 0
-	emit := func(user, kind, value string) {
-		row.UserID, row.IDKind, row.IDValue = user, kind, value
-		row.Version = schemas.Version(rec.Offset, pos)
-		row.Position = uint32(pos)
-		b.Append(row)
+	// one applies ResolveID, the rule every path shares, to the id at pos.
+	one := func(kind int, id ID) {
+		user, reason := ResolveID(l, e.Workspace, id)
+		switch reason {
+		case "":
+			value := id.Value
+			if kind == kindAlias {
+				value = AliasValue(id.Alias)
+			}
+			row.UserID, row.IDKind, row.IDValue = user, id.Kind, value
+			row.Version = schemas.Version(rec.Offset, pos)
+			row.Position = uint32(pos)
+			b.Append(row)
+			t.counts[kind][resultMatched]++
+		case pipeline.ReasonDeviceIDOfIdentifiedUser:
+			ofIdentified++
+			t.counts[kind][resultOfIdentified]++
+		default:
+			unknown++
+			t.counts[kind][resultUnknown]++
+		}
+		pos++
 	}
 	for _, c := range p.Changes {
 		row.IsMember = !c.ShouldRemove
 		for _, id := range c.UserIDs {
-			if user, _, found := l.LookupExternalID(e.Workspace, id); found {
-				emit(user, schemas.IDKindExternalID, id)
-				t.counts[kindExternal][resultMatched]++
-			} else {
-				unknown++
-				t.counts[kindExternal][resultUnknown]++
-			}
-			pos++
+			one(kindExternal, ExternalID(id))
 		}
 		for _, id := range c.DeviceIDs {
-			user, identified, found := l.LookupDevice(e.Workspace, id)
-			switch {
-			case !found:
-				unknown++
-				t.counts[kindDevice][resultUnknown]++
-			case identified:
-				ofIdentified++
-				t.counts[kindDevice][resultOfIdentified]++
-			default:
-				emit(user, schemas.IDKindDeviceID, id)
-				t.counts[kindDevice][resultMatched]++
-			}
-			pos++
+			one(kindDevice, DeviceID(id))
 		}
 		for _, a := range c.Aliases {
-			if user, _, found := l.LookupAlias(e.Workspace, a.Name, a.Label); found {
-				emit(user, schemas.IDKindAlias, AliasValue(a))
-				t.counts[kindAlias][resultMatched]++
-			} else {
-				unknown++
-				t.counts[kindAlias][resultUnknown]++
-			}
-			pos++
+			one(kindAlias, AliasID(a))
 		}
 	}
 	if unknown > 0 {
