@@ -1,0 +1,276 @@
+package progress
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clock is a manual clock for Options.Now.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// syncBuffer is a bytes.Buffer safe for the reporter's goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// jsonLines decodes the JSON log lines written so far.
+func jsonLines(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	for l := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		lines = append(lines, m)
+	}
+	return lines
+}
+
+func newJSONReporter(t *testing.T, opts Options) (*Reporter, *syncBuffer, *clock) {
+	t.Helper()
+	buf := &syncBuffer{}
+	c := newClock()
+	opts.Logger = slog.New(slog.NewJSONHandler(buf, nil))
+	opts.Now = c.Now
+	// A buffer is not a terminal: the plain path.
+	r := New(buf, opts)
+	t.Cleanup(r.Finish)
+	return r, buf, c
+}
+
+func TestPlainLinesCarryCountsRateAndETA(t *testing.T) {
+	t.Parallel()
+	r, buf, c := newJSONReporter(t, Options{Label: "backfill kafka", Unit: "records", Total: 1000, Interval: -1})
+	if r.bar != nil {
+		t.Fatal("a buffer got a progress bar")
+	}
+
+	c.Advance(10 * time.Second)
+	r.Add(200)
+	r.Tick()
+	// The next interval is faster: the line's rate is the interval's,
+	// the ETA comes from the average since the start.
+	c.Advance(5 * time.Second)
+	r.Add(300)
+	r.Tick()
+
+	lines := jsonLines(t, buf.String())
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines, want 2:\n%s", len(lines), buf)
+	}
+	first, second := lines[0], lines[1]
+	check := func(name string, line map[string]any, key string, want any) {
+		t.Helper()
+		if got := line[key]; got != want {
+			t.Errorf("%s line: %s = %v (%T), want %v", name, key, got, got, want)
+		}
+	}
+	check("first", first, "msg", "progress")
+	check("first", first, "label", "backfill kafka")
+	check("first", first, "unit", "records")
+	check("first", first, "done", float64(200))
+	check("first", first, "total", float64(1000))
+	check("first", first, "percent", float64(20))
+	check("first", first, "rate_per_s", float64(20))
+	// 800 left at 200 per 10 s.
+	check("first", first, "eta", float64(40*time.Second))
+
+	check("second", second, "done", float64(500))
+	check("second", second, "rate_per_s", float64(60))
+	check("second", second, "percent", float64(50))
+	// 500 left at 500 per 15 s.
+	check("second", second, "eta", float64(15*time.Second))
+
+	c.Advance(5 * time.Second)
+	r.Add(500)
+	r.Finish()
+	r.Finish() // a second call is harmless
+	lines = jsonLines(t, buf.String())
+	if len(lines) != 3 {
+		t.Fatalf("got %d lines after Finish, want 3:\n%s", len(lines), buf)
+	}
+	last := lines[2]
+	check("final", last, "msg", "finished")
+	check("final", last, "done", float64(1000))
+	check("final", last, "total", float64(1000))
+	check("final", last, "elapsed", float64(20*time.Second))
+	check("final", last, "rate_per_s", float64(50))
+
+	// Nothing is logged after Finish.
+	r.Tick()
+	if n := len(jsonLines(t, buf.String())); n != 3 {
+		t.Fatalf("Tick after Finish logged: %d lines", n)
+	}
+}
+
+func TestUnknownTotalHasNoETA(t *testing.T) {
+	t.Parallel()
+	r, buf, c := newJSONReporter(t, Options{Label: "files", Interval: -1})
+	r.Tick() // before anything: zero rate, no ETA, no total
+	c.Advance(4 * time.Second)
+	r.Add(10)
+	r.Tick()
+	lines := jsonLines(t, buf.String())
+	if len(lines) != 2 {
+		t.Fatalf("lines: %s", buf)
+	}
+	for i, l := range lines {
+		for _, k := range []string{"eta", "total", "percent"} {
+			if _, ok := l[k]; ok {
+				t.Errorf("line %d has %s with an unknown total: %v", i, k, l)
+			}
+		}
+		if l["unit"] != "items" {
+			t.Errorf("line %d unit %v, want the default", i, l["unit"])
+		}
+	}
+	if lines[0]["rate_per_s"] != float64(0) || lines[1]["rate_per_s"] != 2.5 {
+		t.Fatalf("rates %v, %v; want 0 and 2.5", lines[0]["rate_per_s"], lines[1]["rate_per_s"])
+	}
+
+	// A total learnt late brings the ETA.
+	r.SetTotal(30)
+	c.Advance(4 * time.Second)
+	r.Add(10)
+	r.Tick()
+	lines = jsonLines(t, buf.String())
+	l := lines[len(lines)-1]
+	// 10 left at 20 per 8 s.
+	if l["total"] != float64(30) || l["eta"] != float64(4*time.Second) {
+		t.Fatalf("after SetTotal: %v", l)
+	}
+}
+
+func TestConcurrentAddsAreAllCounted(t *testing.T) {
+	t.Parallel()
+	r, buf, _ := newJSONReporter(t, Options{Total: 8000, Interval: time.Millisecond})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 1000 {
+				r.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	r.Finish()
+	lines := jsonLines(t, buf.String())
+	last := lines[len(lines)-1]
+	if last["msg"] != "finished" || last["done"] != float64(8000) {
+		t.Fatalf("final line %v, want finished with 8000", last)
+	}
+	// Lines from the ticker may or may not have come; any that did are
+	// well-formed and never run ahead of the final count.
+	for _, l := range lines[:len(lines)-1] {
+		if l["msg"] != "progress" || l["done"].(float64) > 8000 {
+			t.Fatalf("bad periodic line %v", l)
+		}
+	}
+}
+
+func TestFinishStopsThePeriodicGoroutine(t *testing.T) {
+	t.Parallel()
+	buf := &syncBuffer{}
+	r := New(buf, Options{Label: "x", Interval: time.Hour})
+	select {
+	case <-r.loopDone:
+		t.Fatal("the periodic goroutine ended before Finish")
+	default:
+	}
+	r.Finish()
+	// Finish waited for it: the channel is closed by the goroutine's
+	// last statement.
+	select {
+	case <-r.loopDone:
+	default:
+		t.Fatal("the periodic goroutine still runs after Finish")
+	}
+	if !strings.Contains(buf.String(), "msg=finished") || !strings.Contains(buf.String(), "label=x") {
+		t.Fatalf("no final line on the writer: %q", buf)
+	}
+}
+
+func TestTerminalGetsABarWithCountAndRate(t *testing.T) {
+	t.Parallel()
+	var bar, logs syncBuffer
+	c := newClock()
+	r := newReporter(&bar, Options{Label: "replay", Unit: "records", Total: 100, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Now: c.Now}, true)
+	if r.bar == nil {
+		t.Fatal("no bar on a terminal")
+	}
+	r.Tick() // no plain lines on a terminal
+	r.Add(40)
+	r.Add(60)
+	// Redelivered records past the total grow the bar instead of
+	// failing it.
+	r.Add(5)
+	c.Advance(time.Second)
+	r.Finish()
+	out := bar.String()
+	for _, want := range []string{"replay", "records/s", "100/100"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bar output lacks %q: %q", want, out)
+		}
+	}
+	if !strings.HasSuffix(out, "\n") {
+		t.Errorf("the bar does not end its line: %q", out)
+	}
+	l := logs.String()
+	if strings.Count(l, "\n") != 1 || !strings.Contains(l, "msg=finished") || !strings.Contains(l, "done=105") {
+		t.Fatalf("logs on a terminal: %q, want only the final line with done=105", l)
+	}
+}
+
+func TestNewDetectsNonTerminalFiles(t *testing.T) {
+	t.Parallel()
+	f, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := New(f, Options{Interval: -1})
+	defer r.Finish()
+	if r.bar != nil {
+		t.Fatal("a regular file got a progress bar")
+	}
+}
