@@ -137,6 +137,7 @@ variables and flags, each overriding the one before.`,
 		c.newSegmentsCmd(),
 		c.newDataPointsCmd(),
 		c.newTokensCmd(),
+		c.newBackfillCmd(),
 	)
 	return root
 }
