@@ -639,3 +639,36 @@ func TestTupleEncoding(t *testing.T) {
 		t.Error("day keys do not sort across the epoch")
 	}
 }
+
+// TestProducerDuplicateInOneBatch: a producer retry (or a backfill batch
+// whose ack was lost) lands the same record at two offsets, and both copies
+// reach the store in one batch. The record is one data point, and its
+// transition is kept whichever copy the point is stored from.
+func TestProducerDuplicateInOneBatch(t *testing.T) {
+	t.Parallel()
+	for i := range 20 {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			t.Parallel()
+			s := openStore(t, "", nil)
+			var batch []schemas.ResolvedChange
+			// 1,000 users added by one record at offset 1, then the same
+			// record again at offset 2 (large enough that sorting is not
+			// a stable insertion sort).
+			const users = 1000
+			for _, off := range []int64{1, 2} {
+				for u := range users {
+					c := change("acme", "c1", fmt.Sprintf("u%d", u), true, off, u, t0)
+					c.RecordID = "rec-dup"
+					batch = append(batch, c)
+				}
+			}
+			if i%2 == 1 {
+				slices.Reverse(batch)
+			}
+			write(t, s, output(t, batch))
+			if bill, eff := totals(dataPoints(t, s, "acme")); bill != users || eff != users {
+				t.Fatalf("billable %d effective %d, want %d and %d", bill, eff, users, users)
+			}
+		})
+	}
+}

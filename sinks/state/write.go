@@ -317,15 +317,34 @@ func (w *batchWriter) applyCohort(ws, partner, cohort string, rows []int32) erro
 
 	pts := append(w.scratch[:0], rows...)
 	w.scratch = pts
-	slices.SortFunc(pts, func(a, b int32) int {
+	samePoint := func(a, b int32) int {
 		if r := strings.Compare(c.rid.Value(int(a)), c.rid.Value(int(b))); r != 0 {
 			return r
 		}
 		return cmp.Compare(c.pos.Value(int(a)), c.pos.Value(int(b)))
+	}
+	slices.SortFunc(pts, func(a, b int32) int {
+		if r := samePoint(a, b); r != 0 {
+			return r
+		}
+		return cmp.Compare(c.version.Value(int(a)), c.version.Value(int(b)))
 	})
 	clear(w.days)
-	for _, r := range pts {
+	for k, r := range pts {
 		row := int(r)
+		if k > 0 && samePoint(pts[k-1], r) == 0 {
+			// A producer retry landed the record twice and both copies are
+			// in this batch: one data point, and a transition if either
+			// copy made one (only the first applied copy can).
+			w.replayed++
+			continue
+		}
+		for _, dup := range pts[k+1:] {
+			if samePoint(dup, r) != 0 {
+				break
+			}
+			w.effective[row] = w.effective[row] || w.effective[dup]
+		}
 		rid := c.rid.Value(row)
 		key := appendTuple(w.arena.alloc(tupleLen(rid) + posBytes)[:0], rid)
 		key = binary.BigEndian.AppendUint32(key, c.pos.Value(row))
