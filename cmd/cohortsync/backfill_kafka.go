@@ -110,6 +110,9 @@ loop:
 			}
 		}
 	}
+	// The runner's counters go with it when it is stopped: read them first.
+	// After an interruption they miss the batches still draining.
+	outcomeFromMetrics(b.reg, &sum)
 	// Stop drains what is in flight; only acked batches move Done.
 	runErr = errors.Join(runErr, st.Stop())
 	b.stream = nil
@@ -119,7 +122,6 @@ loop:
 	if err := save(complete); err != nil {
 		runErr = errors.Join(runErr, err)
 	}
-	outcomeFromMetrics(b.reg, &sum)
 	sum.Complete = complete
 	if err := b.printSummary(sum, cpPath); err != nil {
 		return errors.Join(runErr, err)
