@@ -252,51 +252,14 @@ func (b *backfiller) fileOptions() files.Options {
 	return files.Options{Workspace: b.f.workspace, Partner: b.f.partner, TempDir: filepath.Join(b.cfg.DataDir, "backfill", "tmp")}
 }
 
-// fileSources describes each path; the fingerprint (size and modification
-// time) keeps a checkpoint from being resumed over a changed file.
+// fileSources describes each path; a missing file is a usage error.
 func fileSources(paths []string, opts files.Options) ([]backfill.Source, error) {
-	var out []backfill.Source
-	for _, p := range paths {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return nil, &usageError{fmt.Errorf("backfill: %w", err)}
-		}
-		if fi.IsDir() {
-			return nil, &usageError{fmt.Errorf("backfill: %s is a directory: name the files", p)}
-		}
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return nil, fmt.Errorf("backfill: %w", err)
-		}
-		path := p
-		out = append(out, backfill.Source{
-			Name:        path,
-			Fingerprint: fmt.Sprintf("%s:%d:%d", abs, fi.Size(), fi.ModTime().UnixNano()),
-			Size:        fi.Size(),
-			Open: func() (backfill.Input, error) {
-				if err := os.MkdirAll(opts.TempDir, 0o700); err != nil {
-					return nil, err
-				}
-				r, err := files.Open(path, opts)
-				if err != nil {
-					return nil, err
-				}
-				return fileInput{r}, nil
-			},
-		})
+	srcs, err := backfill.FileSources(paths, opts)
+	if err != nil {
+		return nil, &usageError{err}
 	}
-	return out, nil
+	return srcs, nil
 }
-
-// fileInput adapts a files.Reader to backfill.Input.
-type fileInput struct{ r *files.Reader }
-
-func (in fileInput) Next(ctx context.Context) (backfill.Item, error) {
-	it, err := in.r.Next(ctx)
-	return backfill.Item{Envelope: it.Envelope, Line: it.Line}, err
-}
-func (in fileInput) Progress() (int64, int64) { return in.r.Progress() }
-func (in fileInput) Close() error             { return in.r.Close() }
 
 // destination opens where records go, and the identity directory the
 // counts (and a Mixpanel diff) resolve with.
