@@ -92,21 +92,9 @@ func New(cfg chsink.Config, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("segments/clickhouse: metrics: %w", err)
 	}
-	conn, err := ch.Open(&ch.Options{
-		Protocol: ch.Native,
-		Addr:     cfg.Addrs(),
-		// Every statement names its database, so the handshake does not
-		// depend on it existing yet.
-		Auth:        ch.Auth{Database: "default", Username: cfg.Username, Password: cfg.Password},
-		DialTimeout: cfg.DialTimeout,
-		ReadTimeout: cfg.QueryTimeout,
-		Compression: &ch.Compression{Method: ch.CompressionLZ4},
-		ClientInfo: ch.ClientInfo{Products: []struct{ Name, Version string }{
-			{Name: "cohortsync-segments", Version: "1"},
-		}},
-	})
+	conn, err := cfg.Open("cohortsync-segments")
 	if err != nil {
-		return nil, fmt.Errorf("segments/clickhouse: open %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("segments/clickhouse: %w", err)
 	}
 	et := opts.ExportTimeout
 	if et <= 0 {

@@ -11,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/cohortsync/cohortsync/segments"
+	"github.com/cohortsync/cohortsync/segments/filter"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 )
 
@@ -23,7 +24,7 @@ func (e *Engine) Evaluate(ctx context.Context, workspace string, q segments.Quer
 	}
 	var after string
 	if q.Cursor != "" {
-		if after, err = decodeCursor(p.node, q.Cursor); err != nil {
+		if after, err = filter.DecodeCursor(p.node, q.Cursor); err != nil {
 			return segments.Page{}, err
 		}
 	}
@@ -95,7 +96,7 @@ func (e *Engine) page(ctx context.Context, p plan, workspace, after string, limi
 		return segments.Page{}, fmt.Errorf("segments/clickhouse: members of %s: %w", p.node, err)
 	}
 	if more {
-		page.NextCursor = encodeCursor(p.node, page.Members[len(page.Members)-1])
+		page.NextCursor = filter.EncodeCursor(p.node, page.Members[len(page.Members)-1])
 	}
 	switch {
 	case calculated:

@@ -422,7 +422,7 @@ func (e *Engine) Evaluate(ctx context.Context, workspace string, q segments.Quer
 	}
 	from := 0
 	if q.Cursor != "" {
-		after, err := decodeCursor(r.node, q.Cursor)
+		after, err := filter.DecodeCursor(r.node, q.Cursor)
 		if err != nil {
 			return segments.Page{}, err
 		}
@@ -445,7 +445,7 @@ func (e *Engine) Evaluate(ctx context.Context, workspace string, q segments.Quer
 	for it.HasNext() {
 		i := it.Next()
 		if len(page.Members) == q.Limit {
-			page.NextCursor = encodeCursor(r.node, page.Members[len(page.Members)-1])
+			page.NextCursor = filter.EncodeCursor(r.node, page.Members[len(page.Members)-1])
 			break
 		}
 		page.Members = append(page.Members, string(r.d.at(int(i))))

@@ -82,27 +82,9 @@ func New(cfg Config, opts Options) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: metrics: %w", err)
 	}
-	conn, err := ch.Open(&ch.Options{
-		Protocol: ch.Native,
-		Addr:     cfg.Addrs(),
-		Auth: ch.Auth{
-			// Not cfg.Database: the handshake fails on a database that
-			// does not exist yet, and Migrate is what creates it. Every
-			// statement names its database instead.
-			Database: "default",
-			Username: cfg.Username,
-			Password: cfg.Password,
-		},
-		DialTimeout:     cfg.DialTimeout,
-		ReadTimeout:     cfg.QueryTimeout,
-		ConnMaxLifetime: time.Hour,
-		Compression:     &ch.Compression{Method: ch.CompressionLZ4},
-		ClientInfo: ch.ClientInfo{Products: []struct{ Name, Version string }{
-			{Name: "cohortsync", Version: "1"},
-		}},
-	})
+	conn, err := cfg.Open("cohortsync")
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse: open %s: %w", cfg.Addr, err)
+		return nil, err
 	}
 	m.up.Set(1)
 	return &Sink{cfg: cfg, layout: newLayout(cfg), conn: conn, log: log.With("sink", "clickhouse"), m: m}, nil
@@ -215,4 +197,33 @@ func firstLine(q string) string {
 		}
 	}
 	return q
+}
+
+// Open connects with cfg's address, credentials and timeouts over the native
+// protocol; product names the client in the server's query log. It does
+// not dial: the first statement does.
+func (cfg Config) Open(product string) (driver.Conn, error) {
+	conn, err := ch.Open(&ch.Options{
+		Protocol: ch.Native,
+		Addr:     cfg.Addrs(),
+		Auth: ch.Auth{
+			// Not cfg.Database: the handshake fails on a database that
+			// does not exist yet, and Migrate is what creates it. Every
+			// statement names its database instead.
+			Database: "default",
+			Username: cfg.Username,
+			Password: cfg.Password,
+		},
+		DialTimeout:     cfg.DialTimeout,
+		ReadTimeout:     cfg.QueryTimeout,
+		ConnMaxLifetime: time.Hour,
+		Compression:     &ch.Compression{Method: ch.CompressionLZ4},
+		ClientInfo: ch.ClientInfo{Products: []struct{ Name, Version string }{
+			{Name: product, Version: "1"},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: open %s: %w", cfg.Addr, err)
+	}
+	return conn, nil
 }
