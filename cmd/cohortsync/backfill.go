@@ -101,6 +101,13 @@ points.`,
 			if err != nil {
 				return &configError{what: "invalid configuration", err: err}
 			}
+			// Progress lines are info, in the same format as the rest.
+			progCfg := cfg.Log
+			progCfg.Level = "info"
+			progLog, err := progCfg.NewLogger(c.stderr)
+			if err != nil {
+				return &configError{what: "invalid configuration", err: err}
+			}
 			ctx := cmd.Context()
 			if f.timeout > 0 {
 				var cancel context.CancelFunc
@@ -109,7 +116,7 @@ points.`,
 			}
 			ctx, stop := signalContext(ctx)
 			defer stop()
-			b := &backfiller{c: c, f: f, cfg: cfg, log: log}
+			b := &backfiller{c: c, f: f, cfg: cfg, log: log, progLog: progLog}
 			return b.run(ctx, args)
 		},
 	}
@@ -177,6 +184,8 @@ type backfiller struct {
 	f   *backfillFlags
 	cfg config.Config
 	log *slog.Logger
+	// progLog carries the progress lines when stderr is not a terminal.
+	progLog *slog.Logger
 
 	reg     *prometheus.Registry
 	core    *service.Core
@@ -219,7 +228,7 @@ func (b *backfiller) run(ctx context.Context, args []string) (err error) {
 	}
 	runID := backfill.RunID(kind, settings, sources)
 	checkpoint := backfill.CheckpointPath(b.checkpointDir(), runID)
-	rep := progress.New(b.c.stderr, progress.Options{Label: "backfill " + kind, Unit: "input bytes"})
+	rep := progress.New(b.c.stderr, progress.Options{Label: "backfill " + kind, Unit: "input bytes", Logger: b.progLog})
 	sum, runErr := backfill.Run(ctx, backfill.Options{
 		Sources:      sources,
 		IsBadInput:   files.IsLineError,

@@ -83,7 +83,7 @@ func (b *backfiller) replayKafka(ctx context.Context) error {
 		return err
 	}
 	b.stream = st
-	rep := progress.New(b.c.stderr, progress.Options{Label: "replay " + topic, Unit: "records", Total: src.Total()})
+	rep := progress.New(b.c.stderr, progress.Options{Label: "replay " + topic, Unit: "records", Total: src.Total(), Logger: b.progLog})
 	save := func(complete bool) error {
 		return writeJSONFile(cpPath, replayCheckpoint{Next: src.Done(), Complete: complete})
 	}

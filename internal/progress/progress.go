@@ -212,7 +212,7 @@ func (r *Reporter) Tick() {
 	}
 	attrs = append(attrs, "rate_per_s", rate)
 	if eta, ok := r.eta(now, done, total); ok {
-		attrs = append(attrs, "eta", eta)
+		attrs = append(attrs, "eta", eta.String())
 	}
 	r.log.Info("progress", attrs...)
 }
@@ -271,7 +271,7 @@ func (r *Reporter) Finish() {
 	if total := r.total.Load(); total > 0 {
 		attrs = append(attrs, "total", total)
 	}
-	attrs = append(attrs, "elapsed", elapsed.Round(time.Millisecond), "rate_per_s", perSecond(done, elapsed))
+	attrs = append(attrs, "elapsed", elapsed.Round(time.Millisecond).String(), "rate_per_s", perSecond(done, elapsed))
 	r.log.Info("finished", attrs...)
 }
 
