@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -158,7 +159,21 @@ func (a *API) exportMembers(w http.ResponseWriter, r *http.Request, ws string, s
 		"segment_id", seg.ID, "format", format, "members_sent", n, "error", err)
 	// A cut connection is the only way to tell a client that the 200 it
 	// got holds a partial file; ending the body normally would pass a
-	// truncated CSV off as complete. net/http recovers this value and
-	// closes the connection without logging a stack.
-	panic(http.ErrAbortHandler)
+	// truncated CSV off as complete.
+	cutConnection(rc, a.log)
+}
+
+// cutConnection closes the connection under a response already under way,
+// without the end of its chunked body, so the client reads an unexpected
+// EOF. Hijack flushes what was written first.
+func cutConnection(rc *http.ResponseController, log *slog.Logger) {
+	conn, _, err := rc.Hijack()
+	if err != nil {
+		// Only HTTP/2, which this server does not speak, cannot be hijacked.
+		log.Error("cannot cut the connection of a failed export", "error", err)
+		return
+	}
+	if err := conn.Close(); err != nil {
+		log.Warn("close the connection of a failed export", "error", err)
+	}
 }
