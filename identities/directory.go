@@ -207,7 +207,7 @@ func (d *Directory) Close() error {
 		}
 		d.wg.Wait()
 		if d.metrics != nil {
-			d.metrics.unregister()
+			d.metrics.Unregister()
 		}
 		d.closeErr = d.idx.Close()
 	})

@@ -81,7 +81,7 @@ func NewLoader(client *kafka.Client, cfg Config, reg prometheus.Registerer) (*Lo
 
 // Close flushes and closes the writer and unregisters the metrics.
 func (l *Loader) Close() error {
-	l.m.unregister()
+	l.m.Unregister()
 	if err := l.w.Close(); err != nil {
 		return fmt.Errorf("identities: close loader: %w", err)
 	}

@@ -1,47 +1,14 @@
 package identities
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cohortsync/cohortsync/internal/promreg"
 )
 
 const metricsNamespace, metricsSubsystem = "cohortsync", "identities"
-
-// registration registers collectors and can take them all back, so that a
-// component can be reopened on the same registry after Close.
-type registration struct {
-	reg        prometheus.Registerer
-	registered []prometheus.Collector
-}
-
-func (r *registration) register(reg prometheus.Registerer, what string, cs ...prometheus.Collector) error {
-	if reg == nil {
-		return nil
-	}
-	r.reg = reg
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			r.unregister()
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return fmt.Errorf("register metrics: another %s is registered on the same registry: %w", what, err)
-			}
-			return fmt.Errorf("register metrics: %w", err)
-		}
-		r.registered = append(r.registered, c)
-	}
-	return nil
-}
-
-func (r *registration) unregister() {
-	for _, c := range r.registered {
-		r.reg.Unregister(c)
-	}
-	r.registered = nil
-}
 
 type metrics struct {
 	applied        prometheus.Counter
@@ -50,7 +17,7 @@ type metrics struct {
 	users          prometheus.GaugeFunc
 	lag            prometheus.GaugeFunc
 	syncAge        prometheus.GaugeFunc
-	registration
+	promreg.Registration
 }
 
 func newMetrics(d *Directory) *metrics {
@@ -92,13 +59,13 @@ func newMetrics(d *Directory) *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	return m.registration.register(reg, "identity directory", m.applied, m.invalidRecords, m.tailErrors, m.users, m.lag, m.syncAge)
+	return m.Registration.Register(reg, "identity directory", m.applied, m.invalidRecords, m.tailErrors, m.users, m.lag, m.syncAge)
 }
 
 // loaderMetrics count what loads landed and refused.
 type loaderMetrics struct {
 	lines *prometheus.CounterVec
-	registration
+	promreg.Registration
 }
 
 func newLoaderMetrics() *loaderMetrics {
@@ -114,5 +81,5 @@ func newLoaderMetrics() *loaderMetrics {
 }
 
 func (m *loaderMetrics) register(reg prometheus.Registerer) error {
-	return m.registration.register(reg, "identity loader", m.lines)
+	return m.Registration.Register(reg, "identity loader", m.lines)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	kgo "github.com/segmentio/kafka-go"
 
+	"github.com/cohortsync/cohortsync/internal/promreg"
 	"github.com/cohortsync/cohortsync/pipeline"
 )
 
@@ -122,7 +123,7 @@ func (d *DeadLetter) Send(ctx context.Context, msg pipeline.Message, reason stri
 
 // Close flushes the writer and unregisters the metrics.
 func (d *DeadLetter) Close() error {
-	d.m.unregister()
+	d.m.Unregister()
 	if err := d.w.Close(); err != nil {
 		return fmt.Errorf("kafka: close dead letter: %w", err)
 	}
@@ -245,8 +246,7 @@ type deadLetterMetrics struct {
 	errors  prometheus.Counter
 	omitted prometheus.Counter
 
-	reg        prometheus.Registerer
-	registered []prometheus.Collector
+	promreg.Registration
 }
 
 func newDeadLetterMetrics() *deadLetterMetrics {
@@ -268,23 +268,5 @@ func newDeadLetterMetrics() *deadLetterMetrics {
 }
 
 func (m *deadLetterMetrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	m.reg = reg
-	for _, c := range []prometheus.Collector{m.records, m.errors, m.omitted} {
-		if err := reg.Register(c); err != nil {
-			m.unregister()
-			return fmt.Errorf("register metrics: %w", err)
-		}
-		m.registered = append(m.registered, c)
-	}
-	return nil
-}
-
-func (m *deadLetterMetrics) unregister() {
-	for _, c := range m.registered {
-		m.reg.Unregister(c)
-	}
-	m.registered = nil
+	return m.Registration.Register(reg, "", m.records, m.errors, m.omitted)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	kgo "github.com/segmentio/kafka-go"
 
+	"github.com/cohortsync/cohortsync/internal/promreg"
 	"github.com/cohortsync/cohortsync/pipeline"
 )
 
@@ -152,7 +153,7 @@ func (c *Client) NewGroupSource(topic string, cfg GroupConfig, reg prometheus.Re
 		}),
 	})
 	if err != nil {
-		s.m.unregister()
+		s.m.Unregister()
 		return nil, fmt.Errorf("kafka: group source: %w", err)
 	}
 	s.cg = cg
@@ -776,7 +777,7 @@ func (s *GroupSource) Close() error {
 		s.mu.Unlock()
 		_ = s.cg.Close()
 		<-s.loopDone
-		s.m.unregister()
+		s.m.Unregister()
 	})
 	return nil
 }
@@ -796,8 +797,7 @@ type groupMetrics struct {
 	batches      prometheus.Counter
 	inflight     prometheus.GaugeFunc
 
-	reg        prometheus.Registerer
-	registered []prometheus.Collector
+	promreg.Registration
 }
 
 func newGroupMetrics(s *GroupSource) *groupMetrics {
@@ -831,23 +831,5 @@ func newGroupMetrics(s *GroupSource) *groupMetrics {
 }
 
 func (m *groupMetrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	m.reg = reg
-	for _, c := range []prometheus.Collector{m.lag, m.commits, m.commitErrors, m.acksDropped, m.generations, m.groupErrors, m.rewinds, m.fetchErrors, m.paused, m.batches, m.inflight} {
-		if err := reg.Register(c); err != nil {
-			m.unregister()
-			return fmt.Errorf("register metrics: %w", err)
-		}
-		m.registered = append(m.registered, c)
-	}
-	return nil
-}
-
-func (m *groupMetrics) unregister() {
-	for _, c := range m.registered {
-		m.reg.Unregister(c)
-	}
-	m.registered = nil
+	return m.Registration.Register(reg, "", m.lag, m.commits, m.commitErrors, m.acksDropped, m.generations, m.groupErrors, m.rewinds, m.fetchErrors, m.paused, m.batches, m.inflight)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	kgo "github.com/segmentio/kafka-go"
 
+	"github.com/cohortsync/cohortsync/internal/promreg"
 	"github.com/cohortsync/cohortsync/pipeline"
 )
 
@@ -747,7 +748,7 @@ func (s *RangeSource) Close() error {
 			delete(s.conns, p)
 		}
 		s.fetchMu.Unlock()
-		s.m.unregister()
+		s.m.Unregister()
 		s.log.Info("range source closed", "done", s.Done())
 	})
 	return nil
@@ -776,8 +777,7 @@ type rangeMetrics struct {
 	fetchErrors prometheus.Counter
 	remaining   prometheus.GaugeFunc
 
-	reg        prometheus.Registerer
-	registered []prometheus.Collector
+	promreg.Registration
 }
 
 func newRangeMetrics(s *RangeSource) *rangeMetrics {
@@ -799,23 +799,5 @@ func newRangeMetrics(s *RangeSource) *rangeMetrics {
 }
 
 func (m *rangeMetrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	m.reg = reg
-	for _, c := range []prometheus.Collector{m.batches, m.messages, m.skipped, m.lost, m.rewinds, m.fetchErrors, m.remaining} {
-		if err := reg.Register(c); err != nil {
-			m.unregister()
-			return fmt.Errorf("register metrics: %w", err)
-		}
-		m.registered = append(m.registered, c)
-	}
-	return nil
-}
-
-func (m *rangeMetrics) unregister() {
-	for _, c := range m.registered {
-		m.reg.Unregister(c)
-	}
-	m.registered = nil
+	return m.Registration.Register(reg, "", m.batches, m.messages, m.skipped, m.lost, m.rewinds, m.fetchErrors, m.remaining)
 }
