@@ -1,11 +1,11 @@
 package keys
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cohortsync/cohortsync/internal/promreg"
 )
 
 // Results of VerifySecret, as the verify_total label. "mismatch" and
@@ -26,8 +26,7 @@ type metrics struct {
 	invalidRecords prometheus.Counter
 	syncAge        prometheus.GaugeFunc
 
-	reg        prometheus.Registerer
-	registered []prometheus.Collector
+	promreg.Registration
 }
 
 func newMetrics(s *Store) *metrics {
@@ -65,29 +64,8 @@ func newMetrics(s *Store) *metrics {
 
 func (m *metrics) verified(result string) { m.verify.WithLabelValues(result).Inc() }
 
+// register lets the component be re-opened on the same registry after
+// Close, which calls Unregister.
 func (m *metrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	m.reg = reg
-	for _, c := range []prometheus.Collector{m.active, m.verify, m.tailErrors, m.invalidRecords, m.syncAge} {
-		if err := reg.Register(c); err != nil {
-			m.unregister()
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return fmt.Errorf("register metrics: another key store is registered on the same registry: %w", err)
-			}
-			return fmt.Errorf("register metrics: %w", err)
-		}
-		m.registered = append(m.registered, c)
-	}
-	return nil
-}
-
-// unregister lets a store be re-opened on the same registry after Close.
-func (m *metrics) unregister() {
-	for _, c := range m.registered {
-		m.reg.Unregister(c)
-	}
-	m.registered = nil
+	return m.Registration.Register(reg, "key store", m.active, m.verify, m.tailErrors, m.invalidRecords, m.syncAge)
 }

@@ -180,7 +180,7 @@ func (s *Store) Close() error {
 		if err := s.writer.Close(); err != nil {
 			s.closeErr = fmt.Errorf("keys: close writer: %w", err)
 		}
-		s.metrics.unregister()
+		s.metrics.Unregister()
 	})
 	return s.closeErr
 }

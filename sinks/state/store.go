@@ -43,7 +43,6 @@
 package state
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -53,6 +52,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/cohortsync/cohortsync/pipeline"
+
+	"github.com/cohortsync/cohortsync/internal/promreg"
 )
 
 const formatVersion = "1"
@@ -148,7 +149,7 @@ func (s *Store) Path() string { return s.path }
 // transactions and may be called more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.m.unregister()
+		s.m.Unregister()
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("state: close: %w", err)
 		}
@@ -171,8 +172,7 @@ type metrics struct {
 	points        *prometheus.CounterVec
 	fileBytes     prometheus.GaugeFunc
 
-	reg        prometheus.Registerer
-	registered []prometheus.Collector
+	promreg.Registration
 }
 
 func newMetrics(s *Store) *metrics {
@@ -215,28 +215,8 @@ func newMetrics(s *Store) *metrics {
 	return m
 }
 
+// register lets the component be re-opened on the same registry after
+// Close, which calls Unregister.
 func (m *metrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	m.reg = reg
-	for _, c := range []prometheus.Collector{m.writeDuration, m.writeErrors, m.changes, m.points, m.fileBytes} {
-		if err := reg.Register(c); err != nil {
-			m.unregister()
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return fmt.Errorf("register metrics: another state store is registered on the same registry: %w", err)
-			}
-			return fmt.Errorf("register metrics: %w", err)
-		}
-		m.registered = append(m.registered, c)
-	}
-	return nil
-}
-
-func (m *metrics) unregister() {
-	for _, c := range m.registered {
-		m.reg.Unregister(c)
-	}
-	m.registered = nil
+	return m.Registration.Register(reg, "state store", m.writeDuration, m.writeErrors, m.changes, m.points, m.fileBytes)
 }
