@@ -13,6 +13,7 @@ import (
 
 	"github.com/cohortsync/cohortsync/adminauth"
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/internal/atomicfile"
 )
 
 // bootstrapFile keeps the credentials the service generated itself, so that a
@@ -108,7 +109,7 @@ func bootstrap(dataDir string, cfg config.Config) (credentials, error) {
 		}
 	}
 	if changed {
-		if err := writeFileAtomic(path, st); err != nil {
+		if err := atomicfile.WriteJSON(path, st); err != nil {
 			return creds, err
 		}
 	}
@@ -121,33 +122,4 @@ func randomToken(prefix string) (string, error) {
 		return "", fmt.Errorf("random: %w", err)
 	}
 	return prefix + base64.RawURLEncoding.EncodeToString(b), nil
-}
-
-// writeFileAtomic writes v as JSON to a temporary file, fsyncs it and renames
-// it over path, so a crash leaves either the old or the new content.
-func writeFileAtomic(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("service: encode %s: %w", path, err)
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("service: write %s: %w", tmp, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("service: write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("service: sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("service: close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("service: rename %s: %w", tmp, err)
-	}
-	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	"github.com/cohortsync/cohortsync/connectors/kafka/embedded"
 	"github.com/cohortsync/cohortsync/connectors/mixpanel"
 	"github.com/cohortsync/cohortsync/identities"
+	"github.com/cohortsync/cohortsync/internal/atomicfile"
 	"github.com/cohortsync/cohortsync/internal/progress"
 	"github.com/cohortsync/cohortsync/pipeline/backfill"
 	"github.com/cohortsync/cohortsync/schemas"
@@ -529,32 +531,20 @@ func writePlan(path string, envs []schemas.Envelope) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("backfill: plan dir: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".plan-*")
+	err := atomicfile.Write(path, func(w io.Writer) error {
+		bw := bufio.NewWriter(w)
+		for _, e := range envs {
+			raw, err := schemas.Encode(e)
+			if err != nil {
+				return fmt.Errorf("encode plan record %s: %w", e.RecordID, err)
+			}
+			bw.Write(raw)
+			bw.WriteByte('\n')
+		}
+		return bw.Flush()
+	})
 	if err != nil {
-		return fmt.Errorf("backfill: write plan: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	w := io.Writer(tmp)
-	for _, e := range envs {
-		raw, err := schemas.Encode(e)
-		if err != nil {
-			tmp.Close()
-			return fmt.Errorf("backfill: encode plan record %s: %w", e.RecordID, err)
-		}
-		if _, err := w.Write(append(raw, '\n')); err != nil {
-			tmp.Close()
-			return fmt.Errorf("backfill: write plan: %w", err)
-		}
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("backfill: sync plan: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("backfill: close plan: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("backfill: rename plan: %w", err)
+		return fmt.Errorf("backfill: plan: %w", err)
 	}
 	return nil
 }

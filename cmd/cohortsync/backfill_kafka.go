@@ -12,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cohortsync/cohortsync/connectors/kafka"
+	"github.com/cohortsync/cohortsync/internal/atomicfile"
 	"github.com/cohortsync/cohortsync/internal/progress"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/pipeline/backfill"
@@ -85,7 +86,13 @@ func (b *backfiller) replayKafka(ctx context.Context) error {
 	b.stream = st
 	rep := progress.New(b.c.stderr, progress.Options{Label: "replay " + topic, Unit: "records", Total: src.Total(), Logger: b.progLog})
 	save := func(complete bool) error {
-		return writeJSONFile(cpPath, replayCheckpoint{Next: src.Done(), Complete: complete})
+		if err := os.MkdirAll(filepath.Dir(cpPath), 0o700); err != nil {
+			return fmt.Errorf("backfill: checkpoint dir: %w", err)
+		}
+		if err := atomicfile.WriteJSON(cpPath, replayCheckpoint{Next: src.Done(), Complete: complete}); err != nil {
+			return fmt.Errorf("backfill: checkpoint: %w", err)
+		}
+		return nil
 	}
 	var reported int64
 	tick := time.NewTicker(time.Second)
@@ -178,35 +185,4 @@ func outcomeFromMetrics(g interface {
 			}
 		}
 	}
-}
-
-// writeJSONFile replaces path with v's JSON, atomically.
-func writeJSONFile(path string, v any) error {
-	raw, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("backfill: checkpoint dir: %w", err)
-	}
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("backfill: checkpoint: %w", err)
-	}
-	if _, err := f.Write(raw); err != nil {
-		f.Close()
-		return fmt.Errorf("backfill: checkpoint: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("backfill: checkpoint: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("backfill: checkpoint: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("backfill: checkpoint: %w", err)
-	}
-	return nil
 }

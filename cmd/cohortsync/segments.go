@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/internal/atomicfile"
 	"github.com/cohortsync/cohortsync/segments/api"
 	"github.com/cohortsync/cohortsync/service"
 )
@@ -301,38 +301,27 @@ for membership at an earlier instant (RFC 3339).`,
 // is written under a temporary name and renamed once complete, so a failed
 // export never leaves a plausible-looking partial file.
 func (c *cli) exportMembers(ctx context.Context, client *api.Client, id, format string, asOf time.Time, output string) error {
-	w := c.stdout
-	var tmp *os.File
-	if output != "" {
-		var err error
-		tmp, err = os.CreateTemp(filepath.Dir(output), "."+filepath.Base(output)+".*.tmp")
-		if err != nil {
-			return fmt.Errorf("--output: %w", err)
-		}
-		defer func() { _ = os.Remove(tmp.Name()) }()
-		defer func() { _ = tmp.Close() }()
-		w = tmp
-	}
 	var n int64
-	var err error
-	if format == "json" {
-		n, err = allPages(ctx, client, id, asOf, w)
-	} else {
-		_, err = client.ExportMembers(ctx, id, format, asOf, w)
-	}
-	if err != nil {
+	export := func(w io.Writer) (err error) {
+		if format == "json" {
+			n, err = allPages(ctx, client, id, asOf, w)
+		} else {
+			_, err = client.ExportMembers(ctx, id, format, asOf, w)
+		}
 		return err
 	}
-	if tmp == nil {
-		return nil
+	if output == "" {
+		return export(c.stdout)
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("--output: %w", err)
+	var exportErr error
+	err := atomicfile.Write(output, func(w io.Writer) error {
+		exportErr = export(w)
+		return exportErr
+	})
+	if exportErr != nil {
+		return exportErr
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("--output: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), output); err != nil {
+	if err != nil {
 		return fmt.Errorf("--output: %w", err)
 	}
 	if format == "json" {

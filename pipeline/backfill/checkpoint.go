@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cohortsync/cohortsync/internal/atomicfile"
 )
 
 // checkpoint is the progress of a run, rewritten after every landed batch.
@@ -66,46 +68,16 @@ func loadCheckpoint(opts Options) (checkpoint, error) {
 	return cp, nil
 }
 
-// saveCheckpoint replaces the checkpoint file atomically: written to a
-// temporary name, fsynced, renamed, and the directory fsynced.
+// saveCheckpoint replaces the checkpoint file atomically.
 func (r *run) saveCheckpoint() error {
 	if r.opts.Checkpoint == "" || r.opts.DryRun {
 		return nil
 	}
-	dir := filepath.Dir(r.opts.Checkpoint)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(r.opts.Checkpoint), 0o700); err != nil {
 		return fmt.Errorf("backfill: checkpoint dir: %w", err)
 	}
-	raw, err := json.MarshalIndent(r.cp, "", "  ")
-	if err != nil {
-		return fmt.Errorf("backfill: encode checkpoint: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, ".checkpoint-*")
-	if err != nil {
-		return fmt.Errorf("backfill: write checkpoint: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(raw); err != nil {
-		tmp.Close()
-		return fmt.Errorf("backfill: write checkpoint: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("backfill: sync checkpoint: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("backfill: close checkpoint: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), r.opts.Checkpoint); err != nil {
-		return fmt.Errorf("backfill: rename checkpoint: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("backfill: sync checkpoint dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("backfill: sync checkpoint dir: %w", err)
+	if err := atomicfile.WriteJSON(r.opts.Checkpoint, r.cp); err != nil {
+		return fmt.Errorf("backfill: checkpoint: %w", err)
 	}
 	return nil
 }
