@@ -165,7 +165,6 @@ func TestSegmentsAnswerAlikeOnBothEngines(t *testing.T) {
 		return
 	}
 
-	emb, ch := got["embedded"], got["clickhouse"]
 	for name, ans := range got {
 		if !slices.Equal(ans.ANotB, wantANotB) {
 			t.Errorf("%s: A and not B has %d members, want %d (first difference: %s)", name, len(ans.ANotB), len(wantANotB), firstDiff(ans.ANotB, wantANotB))
@@ -198,6 +197,12 @@ func TestSegmentsAnswerAlikeOnBothEngines(t *testing.T) {
 				t.Errorf("%s: cohort %s member_count %d, want %d", name, co.ID, ans.Counts[co.ID], len(final.Final[i]))
 			}
 		}
+	}
+	emb, ch := got["embedded"], got["clickhouse"]
+	if _, ok := got["clickhouse"]; !ok {
+		// Locally without a server the ClickHouse half skips (chtest says
+		// how to start one); in CI it must run.
+		return
 	}
 	if emb.Pages != ch.Pages || emb.Pages < 2 {
 		t.Errorf("pages: embedded %d, clickhouse %d; want the same, and more than one", emb.Pages, ch.Pages)
