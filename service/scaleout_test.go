@@ -571,32 +571,8 @@ func waitGroupCommitted(ctx context.Context, t *testing.T, client *kafka.Client,
 	if err != nil {
 		t.Fatal(err)
 	}
-	parts := make([]int, 0, len(ends))
-	for p := range ends {
-		parts = append(parts, p)
-	}
-	var last string
-	for {
-		resp, err := client.Admin().OffsetFetch(ctx, &kgo.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
-		if err == nil {
-			var behind []string
-			for _, p := range resp.Topics[topic] {
-				if p.CommittedOffset < ends[p.Partition] {
-					behind = append(behind, fmt.Sprintf("%d at %d of %d", p.Partition, p.CommittedOffset, ends[p.Partition]))
-				}
-			}
-			if len(behind) == 0 && len(resp.Topics[topic]) == len(ends) {
-				return
-			}
-			last = fmt.Sprintf("partitions behind: %v", behind)
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("group %s did not commit up to %v: %s", group, ends, last)
-		case <-time.After(200 * time.Millisecond):
-		}
+	if err := client.WaitCommitted(ctx, group, topic, ends, 0, nil); err != nil {
+		t.Fatalf("group %s did not commit up to %v: %v", group, ends, err)
 	}
 }
 

@@ -19,7 +19,6 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/prometheus/client_golang/prometheus"
-	kgo "github.com/segmentio/kafka-go"
 
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/connectors/kafka"
@@ -249,29 +248,8 @@ func replay(t *testing.T, cfg config.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		parts := make([]int, 0, len(ends))
-		for p := range ends {
-			parts = append(parts, p)
-		}
-		resp, err := core.Kafka.Admin().OffsetFetch(ctx, &kgo.OffsetFetchRequest{GroupID: gcfg.GroupID, Topics: map[string][]int{topic: parts}})
-		if err == nil {
-			done := true
-			for _, p := range resp.Topics[topic] {
-				// An empty partition has nothing to commit.
-				if ends[p.Partition] > 0 && p.CommittedOffset < ends[p.Partition] {
-					done = false
-				}
-			}
-			if done && len(resp.Topics[topic]) == len(ends) {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("replay did not catch up to %v: %v", ends, err)
-		case <-time.After(200 * time.Millisecond):
-		}
+	if err := core.Kafka.WaitCommitted(ctx, gcfg.GroupID, topic, ends, 0, nil); err != nil {
+		t.Fatalf("replay did not catch up: %v", err)
 	}
 	if _, err := st.Snapshots().Snapshot(ctx, snapshot.Selection{}); err != nil {
 		t.Fatal(err)

@@ -122,17 +122,7 @@ func (e *groupEnv) committed(t *testing.T, ctx context.Context, group string) ma
 }
 
 func (e *groupEnv) tryCommitted(ctx context.Context, group string) (map[int]int64, error) {
-	resp, err := e.client.Admin().OffsetFetch(ctx, &kgo.OffsetFetchRequest{
-		GroupID: group, Topics: map[string][]int{e.topic: {0, 1, 2}},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("offset fetch: %w", err)
-	}
-	out := map[int]int64{}
-	for _, p := range resp.Topics[e.topic] {
-		out[p.Partition] = p.CommittedOffset
-	}
-	return out, nil
+	return e.client.Committed(ctx, group, e.topic, []int{0, 1, 2})
 }
 
 func (e *groupEnv) ends(t *testing.T, ctx context.Context) map[int]int64 {
