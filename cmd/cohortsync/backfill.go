@@ -229,7 +229,7 @@ func (b *backfiller) run(ctx context.Context, args []string) (err error) {
 		return err
 	}
 	runID := backfill.RunID(kind, settings, sources)
-	checkpoint := backfill.CheckpointPath(b.checkpointDir(), runID)
+	checkpoint := backfill.CheckpointPath(b.cfg.DataDir, runID)
 	rep := progress.New(b.c.stderr, progress.Options{Label: "backfill " + kind, Unit: "input bytes", Logger: b.progLog})
 	sum, runErr := backfill.Run(ctx, backfill.Options{
 		Sources:      sources,
@@ -254,10 +254,6 @@ func (b *backfiller) run(ctx context.Context, args []string) (err error) {
 	}
 	return runErr
 }
-
-// checkpointDir is where checkpoints and plans live: under the data
-// directory, which a --server run does not otherwise use.
-func (b *backfiller) checkpointDir() string { return b.cfg.DataDir }
 
 func (b *backfiller) fileOptions() files.Options {
 	return files.Options{Workspace: b.f.workspace, Partner: b.f.partner, TempDir: filepath.Join(b.cfg.DataDir, "backfill", "tmp")}
@@ -383,7 +379,11 @@ func (b *backfiller) printSummary(s backfill.Summary, checkpoint string) error {
 	if s.DryRun {
 		verb = "would land"
 	}
-	fmt.Fprintf(w, "backfill %s (run %s)\n", map[bool]string{true: "dry run", false: "summary"}[s.DryRun], s.RunID)
+	title := "summary"
+	if s.DryRun {
+		title = "dry run"
+	}
+	fmt.Fprintf(w, "backfill %s (run %s)\n", title, s.RunID)
 	fmt.Fprintf(w, "  read\t%d records\n", s.Read)
 	fmt.Fprintf(w, "  bad lines\t%d\n", s.BadLines)
 	fmt.Fprintf(w, "  %s\t%d records", verb, s.Landed)
@@ -416,8 +416,8 @@ func (b *backfiller) mixpanelPlan(ctx context.Context) ([]backfill.Source, []str
 	source := func() ([]backfill.Source, error) { return fileSources([]string{planPath}, b.fileOptions()) }
 	if !b.f.restart && !b.f.dryRun {
 		if srcs, err := source(); err == nil {
-			cp := backfill.CheckpointPath(b.checkpointDir(), backfill.RunID("mixpanel", settings, srcs))
-			if resumable(cp) {
+			cp := backfill.CheckpointPath(b.cfg.DataDir, backfill.RunID("mixpanel", settings, srcs))
+			if backfill.Resumable(cp) {
 				b.log.Warn("resuming an interrupted Mixpanel backfill with its plan", "plan", planPath)
 				return srcs, settings, nil
 			}
@@ -467,18 +467,6 @@ func (b *backfiller) mixpanelPlan(ctx context.Context) ([]backfill.Source, []str
 	// A new plan is a new run, whatever an older checkpoint says.
 	b.f.restart = true
 	return srcs, settings, nil
-}
-
-// resumable reports whether a checkpoint exists for an unfinished run.
-func resumable(path string) bool {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return false
-	}
-	var cp struct {
-		Summary backfill.Summary `json:"summary"`
-	}
-	return json.Unmarshal(raw, &cp) == nil && !cp.Summary.Complete
 }
 
 // currentMembers reads the cohort's members from the state of record.

@@ -50,7 +50,7 @@ func (b *backfiller) replayKafka(ctx context.Context) error {
 	}
 	topic := b.core.Kafka.Config().Topics.Exports
 	runID := backfill.RunID("kafka", []string{b.f.since, b.f.until}, nil)
-	cpPath := backfill.CheckpointPath(b.checkpointDir(), runID)
+	cpPath := backfill.CheckpointPath(b.cfg.DataDir, runID)
 	var resume map[int]int64
 	if !b.f.restart && !b.f.dryRun {
 		if raw, err := os.ReadFile(cpPath); err == nil {

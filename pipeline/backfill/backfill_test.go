@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/adminauth"
+	"github.com/cohortsync/cohortsync/connectors/kafka"
 	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/internal/kafkatest"
@@ -109,6 +110,20 @@ func items() []backfill.Item {
 	return out
 }
 
+// landingTopic is a fresh broker with the standard topics, and a lander on
+// the landing topic.
+func landingTopic(t *testing.T, ctx context.Context, prefix string) (*kafka.Client, string, *kafka.Lander) {
+	t.Helper()
+	client := kafkatest.NewClient(t, kafkatest.NewCluster(t), prefix)
+	topic := client.Config().Topics.Exports
+	if err := client.EnsureTopics(ctx, client.StandardTopics()); err != nil {
+		t.Fatal(err)
+	}
+	lander := client.NewLander(topic)
+	t.Cleanup(func() { _ = lander.Close() })
+	return client, topic, lander
+}
+
 // TestRunCountsLandsAndResumes: the summary counts what the stream's own
 // stages accept and drop; every envelope lands exactly once across an
 // interrupted run and its resumption; a dry run lands nothing.
@@ -116,13 +131,7 @@ func TestRunCountsLandsAndResumes(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	client := kafkatest.NewClient(t, kafkatest.NewCluster(t), "bf")
-	topic := client.Config().Topics.Exports
-	if err := client.EnsureTopics(ctx, client.StandardTopics()); err != nil {
-		t.Fatal(err)
-	}
-	lander := client.NewLander(topic)
-	defer lander.Close()
+	client, topic, lander := landingTopic(t, ctx, "bf")
 	tr, res := rules(t)
 	cpPath := backfill.CheckpointPath(t.TempDir(), "run1")
 	isBad := func(err error) bool { return errors.Is(err, errBadLine) }
@@ -199,13 +208,7 @@ func TestRemoteThroughAPI(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	client := kafkatest.NewClient(t, kafkatest.NewCluster(t), "bfapi")
-	topic := client.Config().Topics.Exports
-	if err := client.EnsureTopics(ctx, client.StandardTopics()); err != nil {
-		t.Fatal(err)
-	}
-	lander := client.NewLander(topic)
-	defer lander.Close()
+	client, topic, lander := landingTopic(t, ctx, "bfapi")
 	tr, res := rules(t)
 	const token = "cst_backfill-api-test-token"
 	auth, err := adminauth.NewAdminToken(token)

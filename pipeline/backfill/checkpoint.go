@@ -68,6 +68,16 @@ func loadCheckpoint(opts Options) (checkpoint, error) {
 	return cp, nil
 }
 
+// Resumable reports whether path holds the checkpoint of an unfinished run.
+func Resumable(path string) bool {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	var cp checkpoint
+	return json.Unmarshal(raw, &cp) == nil && !cp.Summary.Complete
+}
+
 // saveCheckpoint replaces the checkpoint file atomically.
 func (r *run) saveCheckpoint() error {
 	if r.opts.Checkpoint == "" || r.opts.DryRun {

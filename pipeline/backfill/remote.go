@@ -40,8 +40,7 @@ func NewRemote(baseURL, token string, hc *http.Client) (*Remote, error) {
 
 // Land implements Destination.
 func (r *Remote) Land(ctx context.Context, envs []schemas.Envelope, dryRun bool) (Outcome, error) {
-	var out Outcome
-	out.add(Outcome{})
+	out := Outcome{Dropped: map[string]int64{}, DroppedRecords: map[string]int64{}}
 	var order []string
 	byWS := map[string][]schemas.Envelope{}
 	for _, e := range envs {
