@@ -158,8 +158,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		return Summary{}, err
 	}
 	r := &run{opts: opts, cp: cp}
-	r.sum = cp.Summary
-	r.sum.DryRun = opts.DryRun
+	r.cp.Summary.DryRun = opts.DryRun
 	if opts.Progress != nil {
 		var total int64
 		for _, s := range opts.Sources {
@@ -172,21 +171,21 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 			continue
 		}
 		if err := r.source(ctx, i, src); err != nil {
-			return r.sum, err
+			return r.cp.Summary, err
 		}
 	}
-	r.sum.Complete = true
-	r.cp.Summary = r.sum
+	r.cp.Summary.Complete = true
 	if err := r.saveCheckpoint(); err != nil {
-		return r.sum, err
+		return r.cp.Summary, err
 	}
-	return r.sum, nil
+	return r.cp.Summary, nil
 }
 
+// run is one Run; its checkpoint holds the summary so far, saved with the
+// position after every landed batch.
 type run struct {
 	opts Options
 	cp   checkpoint
-	sum  Summary
 }
 
 func (r *run) source(ctx context.Context, idx int, src Source) (err error) {
@@ -221,7 +220,6 @@ func (r *run) source(ctx context.Context, idx int, src Source) (err error) {
 			return err
 		}
 		r.cp.NextSource, r.cp.Done = idx, ordinal
-		r.cp.Summary = r.sum
 		batch = batch[:0]
 		reportBytes()
 		return r.saveCheckpoint()
@@ -264,14 +262,13 @@ func (r *run) source(ctx context.Context, idx int, src Source) (err error) {
 	}
 	reportBytes()
 	r.cp.NextSource, r.cp.Done = idx+1, 0
-	r.cp.Summary = r.sum
 	return r.saveCheckpoint()
 }
 
 func (r *run) badLine(src Source, err error) {
-	r.sum.BadLines++
-	if len(r.sum.Samples) < maxSamples {
-		r.sum.Samples = append(r.sum.Samples, BadLine{Source: src.Name, Error: err.Error()})
+	r.cp.Summary.BadLines++
+	if len(r.cp.Summary.Samples) < maxSamples {
+		r.cp.Summary.Samples = append(r.cp.Summary.Samples, BadLine{Source: src.Name, Error: err.Error()})
 	}
 	r.opts.Logger.Warn("bad input line", "source", src.Name, "err", err)
 }
@@ -279,12 +276,12 @@ func (r *run) badLine(src Source, err error) {
 // land hands one batch to the destination and adds its outcome.
 func (r *run) land(ctx context.Context, src Source, items []Item) error {
 	envs := make([]schemas.Envelope, len(items))
-	if r.sum.Cohorts == nil {
-		r.sum.Cohorts = map[string]int64{}
+	if r.cp.Summary.Cohorts == nil {
+		r.cp.Summary.Cohorts = map[string]int64{}
 	}
 	for i, it := range items {
 		envs[i] = it.Envelope
-		r.sum.Cohorts[it.Envelope.Workspace+"/"+it.Envelope.Partner+"/"+it.Envelope.CohortID()]++
+		r.cp.Summary.Cohorts[it.Envelope.Workspace+"/"+it.Envelope.Partner+"/"+it.Envelope.CohortID()]++
 	}
 	out, err := r.opts.Destination.Land(ctx, envs, r.opts.DryRun)
 	if err != nil {
@@ -293,8 +290,8 @@ func (r *run) land(ctx context.Context, src Source, items []Item) error {
 		}
 		return fmt.Errorf("backfill: land %d records from %s (lines %d-%d): %w", len(items), src.Name, items[0].Line, items[len(items)-1].Line, err)
 	}
-	r.sum.Read += int64(len(items))
-	r.sum.add(out)
+	r.cp.Summary.Read += int64(len(items))
+	r.cp.Summary.add(out)
 	return nil
 }
 
