@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -17,10 +18,17 @@ func (c *Client) Committed(ctx context.Context, group, topic string, partitions 
 	if err != nil {
 		return nil, fmt.Errorf("kafka: committed offsets of group %s: %w", group, err)
 	}
+	out := make(map[int]int64, len(partitions))
+	if errors.Is(resp.Error, kgo.GroupIdNotFound) {
+		// A group that never committed is not known to the broker yet.
+		for _, p := range partitions {
+			out[p] = -1
+		}
+		return out, nil
+	}
 	if resp.Error != nil {
 		return nil, fmt.Errorf("kafka: committed offsets of group %s: %w", group, resp.Error)
 	}
-	out := make(map[int]int64, len(partitions))
 	for _, p := range resp.Topics[topic] {
 		if p.Error != nil {
 			return nil, fmt.Errorf("kafka: committed offset of group %s on %s/%d: %w", group, topic, p.Partition, p.Error)
