@@ -15,13 +15,13 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/connectors/backfill"
 	"github.com/cohortsync/cohortsync/connectors/files"
-	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/pipeline"
-	"github.com/cohortsync/cohortsync/pipeline/backfill"
 	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/service"
 	sinkpq "github.com/cohortsync/cohortsync/sinks/parquet"
+	"github.com/cohortsync/cohortsync/stores/identities"
 )
 
 // Backfill inputs: records of 1,000 ids over a pool of identified users.

@@ -15,7 +15,7 @@ import (
 	"fmt"
 	"time"
 
-	kafka "github.com/cohortsync/cohortsync/connectors/kafka"
+	kafka "github.com/cohortsync/cohortsync/kafka"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/cohortsync/cohortsync/connectors/kafka"
+	"github.com/cohortsync/cohortsync/kafka"
 )
 
 // k8sObject is the part of a manifest these tests read.

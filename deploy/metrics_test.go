@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/config"
-	"github.com/cohortsync/cohortsync/connectors/kafka"
 	"github.com/cohortsync/cohortsync/internal/chtest"
-	"github.com/cohortsync/cohortsync/internal/kafkatest"
+	"github.com/cohortsync/cohortsync/kafka"
+	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/service"
 )
 

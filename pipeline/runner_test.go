@@ -22,7 +22,7 @@ import (
 
 // These tests drive the runner with an in-memory source, to pin its own
 // logic (order of stages, retries, counting, drain). The Kafka side, with a
-// real consumer group, is tested in connectors/kafka.
+// real consumer group, is tested in kafka/.
 
 // memSource hands out prepared batches, then blocks. It logs events so that
 // tests can check the order of closing and acking.

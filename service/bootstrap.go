@@ -11,9 +11,9 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/cohortsync/cohortsync/adminauth"
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/internal/atomicfile"
+	"github.com/cohortsync/cohortsync/stores/adminauth"
 )
 
 // bootstrapFile keeps the credentials the service generated itself, so that a

@@ -11,27 +11,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortsync/cohortsync/config"
-	"github.com/cohortsync/cohortsync/connectors/kafka"
-	"github.com/cohortsync/cohortsync/connectors/kafka/embedded"
-	"github.com/cohortsync/cohortsync/keys"
+	"github.com/cohortsync/cohortsync/kafka"
+	"github.com/cohortsync/cohortsync/kafka/broker"
+	"github.com/cohortsync/cohortsync/stores/keys"
 )
 
 // Core is what every command that touches state needs: Kafka (embedded or
 // external), the topics, and the key store built from its topic.
 type Core struct {
-	Broker *embedded.Broker // nil with an external Kafka
+	Broker *broker.Broker // nil with an external Kafka
 	Kafka  *kafka.Client
 	Keys   *keys.Store
 }
 
 // OpenCore starts the embedded broker when no brokers are configured, creates or
 // checks the topics and replays the key store. On the embedded default it fails
-// with embedded.ErrLocked while another process holds the data directory.
+// with broker.ErrLocked while another process holds the data directory.
 func OpenCore(ctx context.Context, cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (*Core, error) {
 	core := &Core{}
 	kcfg := cfg.Kafka
 	if len(kcfg.Brokers) == 0 {
-		b, err := embedded.Start(ctx, embedded.Options{
+		b, err := broker.Start(ctx, broker.Options{
 			DataDir:         cfg.DataDir,
 			Addr:            cfg.Embedded.KafkaAddr,
 			MaxMessageBytes: kcfg.MaxMessageBytes,

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cohortsync/cohortsync/adminauth"
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/service"
+	"github.com/cohortsync/cohortsync/stores/adminauth"
 )
 
 // TestWorkspaceTokenIsolationEveryRoute walks every route the server

@@ -19,17 +19,17 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
-	kgo "github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/cohortsync/cohortsync/config"
-	"github.com/cohortsync/cohortsync/connectors/kafka"
-	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/internal/chtest"
-	"github.com/cohortsync/cohortsync/internal/kafkatest"
+	"github.com/cohortsync/cohortsync/kafka"
+	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/service"
+	"github.com/cohortsync/cohortsync/stores/identities"
 )
 
 // TestScaleOutThreeInstances is the scale-out proof of issue 7: three
@@ -477,7 +477,7 @@ func (d *deliveryLog) perInstance() map[string]int {
 // instances as members, every partition of topic owned by exactly one of
 // them, each owning some, and each instance's source holding what the broker
 // assigned it. It returns the assignment by instance.
-func waitSplit(ctx context.Context, t *testing.T, admin *kgo.Client, group, topic string, partitions int, live ...*scaleInstance) map[string][]int {
+func waitSplit(ctx context.Context, t *testing.T, admin *kafkago.Client, group, topic string, partitions int, live ...*scaleInstance) map[string][]int {
 	t.Helper()
 	var last string
 	for {
@@ -495,12 +495,12 @@ func waitSplit(ctx context.Context, t *testing.T, admin *kgo.Client, group, topi
 }
 
 // describeSplit returns the split, or why it is not (yet) the one wanted.
-func describeSplit(ctx context.Context, admin *kgo.Client, group, topic string, partitions int, live []*scaleInstance) (map[string][]int, string) {
+func describeSplit(ctx context.Context, admin *kafkago.Client, group, topic string, partitions int, live []*scaleInstance) (map[string][]int, string) {
 	byClient := map[string]*scaleInstance{}
 	for _, in := range live {
 		byClient[in.client.Config().ClientID] = in
 	}
-	resp, err := admin.DescribeGroups(ctx, &kgo.DescribeGroupsRequest{GroupIDs: []string{group}})
+	resp, err := admin.DescribeGroups(ctx, &kafkago.DescribeGroupsRequest{GroupIDs: []string{group}})
 	if err != nil {
 		return nil, fmt.Sprintf("describe group: %v", err)
 	}
@@ -770,9 +770,9 @@ type scaleOutcome struct {
 // model applies the import rules to the landed records in log order: a
 // cohort's records share a partition, so offset order is the order its
 // changes happened in, and the last change per user wins.
-func (w *scaleWorld) model(t *testing.T, msgs []kgo.Message) scaleOutcome {
+func (w *scaleWorld) model(t *testing.T, msgs []kafkago.Message) scaleOutcome {
 	t.Helper()
-	slices.SortFunc(msgs, func(a, b kgo.Message) int {
+	slices.SortFunc(msgs, func(a, b kafkago.Message) int {
 		if a.Partition != b.Partition {
 			return a.Partition - b.Partition
 		}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cohortsync/cohortsync/adminauth"
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/segments"
 	"github.com/cohortsync/cohortsync/segments/api"
@@ -18,6 +17,7 @@ import (
 	"github.com/cohortsync/cohortsync/segments/embedded"
 	"github.com/cohortsync/cohortsync/segments/filter"
 	"github.com/cohortsync/cohortsync/segments/saved"
+	"github.com/cohortsync/cohortsync/stores/adminauth"
 )
 
 // segmentsAPI is the query side: the engine over whichever store holds the

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/demo"
 	"github.com/cohortsync/cohortsync/internal/chtest"
-	"github.com/cohortsync/cohortsync/internal/demo"
-	"github.com/cohortsync/cohortsync/internal/kafkatest"
+	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 )
 
 // segmentAnswers is everything issue 5's acceptance compares between the

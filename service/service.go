@@ -17,14 +17,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/cohortsync/cohortsync/adminauth"
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/connectors/backfill"
 	"github.com/cohortsync/cohortsync/connectors/partnerapi"
-	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/internal/httproute"
-	"github.com/cohortsync/cohortsync/keys"
-	"github.com/cohortsync/cohortsync/pipeline/backfill"
-	"github.com/cohortsync/cohortsync/sinks/snapshot"
+	"github.com/cohortsync/cohortsync/jobs/snapshot"
+	"github.com/cohortsync/cohortsync/stores/adminauth"
+	"github.com/cohortsync/cohortsync/stores/identities"
+	"github.com/cohortsync/cohortsync/stores/keys"
 )
 
 // FirstWorkspace is the workspace of the data import key created at first start.

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/config"
-	"github.com/cohortsync/cohortsync/connectors/kafka"
-	"github.com/cohortsync/cohortsync/connectors/kafka/embedded"
-	"github.com/cohortsync/cohortsync/internal/kafkatest"
+	"github.com/cohortsync/cohortsync/kafka"
+	"github.com/cohortsync/cohortsync/kafka/broker"
+	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/service"
 )
@@ -184,7 +184,7 @@ func TestFirstStartCurlLandsAndRevocationRefuses(t *testing.T) {
 	// Restart only the broker on the same data directory and read the topic back.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := embedded.Start(ctx, embedded.Options{DataDir: dir})
+	b, err := broker.Start(ctx, broker.Options{DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

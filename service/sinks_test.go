@@ -21,12 +21,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortsync/cohortsync/config"
-	"github.com/cohortsync/cohortsync/connectors/kafka"
 	"github.com/cohortsync/cohortsync/internal/chtest"
-	"github.com/cohortsync/cohortsync/internal/kafkatest"
+	"github.com/cohortsync/cohortsync/jobs/snapshot"
+	"github.com/cohortsync/cohortsync/kafka"
+	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/service"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
-	"github.com/cohortsync/cohortsync/sinks/snapshot"
 	"github.com/cohortsync/cohortsync/sinks/state"
 )
 

@@ -19,19 +19,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/connectors/backfill"
 	"github.com/cohortsync/cohortsync/connectors/files"
-	"github.com/cohortsync/cohortsync/connectors/kafka"
-	"github.com/cohortsync/cohortsync/connectors/kafka/embedded"
 	"github.com/cohortsync/cohortsync/connectors/mixpanel"
-	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/internal/atomicfile"
 	"github.com/cohortsync/cohortsync/internal/progress"
-	"github.com/cohortsync/cohortsync/pipeline/backfill"
+	"github.com/cohortsync/cohortsync/kafka"
+	"github.com/cohortsync/cohortsync/kafka/broker"
 	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/segments/api"
 	"github.com/cohortsync/cohortsync/service"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 	"github.com/cohortsync/cohortsync/sinks/state"
+	"github.com/cohortsync/cohortsync/stores/identities"
 )
 
 // backfillFlags are the flags of `cohortsync backfill`.
@@ -317,7 +317,7 @@ func (b *backfiller) destination(ctx context.Context) (backfill.Destination, err
 
 func (b *backfiller) openCore(ctx context.Context) error {
 	core, err := service.OpenCore(ctx, b.cfg, b.log, b.reg)
-	if errors.Is(err, embedded.ErrLocked) {
+	if errors.Is(err, broker.ErrLocked) {
 		return fmt.Errorf("%w\na running server holds %s: add --server http://HOST:PORT --token TOKEN to land through it", err, b.cfg.DataDir)
 	}
 	if err != nil {

@@ -11,11 +11,11 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/cohortsync/cohortsync/connectors/kafka"
+	"github.com/cohortsync/cohortsync/connectors/backfill"
 	"github.com/cohortsync/cohortsync/internal/atomicfile"
 	"github.com/cohortsync/cohortsync/internal/progress"
+	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/pipeline"
-	"github.com/cohortsync/cohortsync/pipeline/backfill"
 	"github.com/cohortsync/cohortsync/service"
 )
 

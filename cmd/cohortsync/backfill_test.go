@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/config"
-	"github.com/cohortsync/cohortsync/internal/demo"
+	"github.com/cohortsync/cohortsync/demo"
 	"github.com/cohortsync/cohortsync/service"
 	"github.com/cohortsync/cohortsync/sinks/state"
 )

@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cohortsync/cohortsync/config"
-	"github.com/cohortsync/cohortsync/internal/demo"
+	"github.com/cohortsync/cohortsync/demo"
 	"github.com/cohortsync/cohortsync/service"
 )
 

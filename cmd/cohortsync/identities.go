@@ -12,10 +12,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cohortsync/cohortsync/config"
-	"github.com/cohortsync/cohortsync/connectors/kafka/embedded"
-	"github.com/cohortsync/cohortsync/identities"
-	"github.com/cohortsync/cohortsync/keys"
+	"github.com/cohortsync/cohortsync/kafka/broker"
 	"github.com/cohortsync/cohortsync/service"
+	"github.com/cohortsync/cohortsync/stores/identities"
+	"github.com/cohortsync/cohortsync/stores/keys"
 )
 
 type identitiesFlags struct {
@@ -123,7 +123,7 @@ func (c *cli) loadIdentities(cmd *cobra.Command, f *identitiesFlags, path string
 		return &configError{what: "invalid configuration", err: err}
 	}
 	core, err := service.OpenCore(ctx, cfg, log, prometheus.NewRegistry())
-	if errors.Is(err, embedded.ErrLocked) {
+	if errors.Is(err, broker.ErrLocked) {
 		return fmt.Errorf("%w\na running server holds %s: use --server http://HOST:PORT --token ADMIN_TOKEN", err, cfg.DataDir)
 	}
 	if err != nil {

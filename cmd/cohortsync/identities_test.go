@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortsync/cohortsync/config"
-	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/service"
+	"github.com/cohortsync/cohortsync/stores/identities"
 )
 
 func writeFile(t *testing.T, lines ...string) string {

@@ -13,9 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cohortsync/cohortsync/config"
-	"github.com/cohortsync/cohortsync/connectors/kafka/embedded"
-	"github.com/cohortsync/cohortsync/keys"
+	"github.com/cohortsync/cohortsync/kafka/broker"
 	"github.com/cohortsync/cohortsync/service"
+	"github.com/cohortsync/cohortsync/stores/keys"
 )
 
 // keyOps is what the keys commands need, served either by a running server's
@@ -156,7 +156,7 @@ func (c *cli) withKeyOps(cmd *cobra.Command, f *keysFlags, fn func(context.Conte
 			return &configError{what: "invalid configuration", err: err}
 		}
 		core, err := service.OpenCore(ctx, cfg, log, prometheus.NewRegistry())
-		if errors.Is(err, embedded.ErrLocked) {
+		if errors.Is(err, broker.ErrLocked) {
 			return fmt.Errorf("%w\na running server holds %s: use --server http://HOST:PORT --token ADMIN_TOKEN", err, cfg.DataDir)
 		}
 		if err != nil {

@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cohortsync/cohortsync/adminauth"
 	"github.com/cohortsync/cohortsync/internal/httproute"
-	"github.com/cohortsync/cohortsync/internal/kafkatest"
+	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/segments"
 	"github.com/cohortsync/cohortsync/segments/api"
 	"github.com/cohortsync/cohortsync/segments/saved"
+	"github.com/cohortsync/cohortsync/stores/adminauth"
 )
 
 const cliAdminToken = "cst_cli-test-admin-token-0123456789"

@@ -18,9 +18,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/jobs/snapshot"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 	"github.com/cohortsync/cohortsync/sinks/parquet"
-	"github.com/cohortsync/cohortsync/sinks/snapshot"
 	"github.com/cohortsync/cohortsync/sinks/state"
 )
 

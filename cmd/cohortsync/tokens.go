@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cohortsync/cohortsync/adminauth"
+	"github.com/cohortsync/cohortsync/stores/adminauth"
 )
 
 func (c *cli) newTokensCmd() *cobra.Command {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/cohortsync/cohortsync/identities"
-	"github.com/cohortsync/cohortsync/keys"
 	"github.com/cohortsync/cohortsync/schemas"
+	"github.com/cohortsync/cohortsync/stores/identities"
+	"github.com/cohortsync/cohortsync/stores/keys"
 	"github.com/cohortsync/cohortsync/transforms/identity"
 )
 

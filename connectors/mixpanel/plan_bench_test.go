@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cohortsync/cohortsync/identities"
+	"github.com/cohortsync/cohortsync/stores/identities"
 )
 
 // Benchmark shape: 100k pulled profiles (half identified, half anonymous)

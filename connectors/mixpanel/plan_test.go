@@ -15,10 +15,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cohortsync/cohortsync/connectors/mixpanel"
-	"github.com/cohortsync/cohortsync/identities"
-	"github.com/cohortsync/cohortsync/internal/kafkatest"
+	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
+	"github.com/cohortsync/cohortsync/stores/identities"
 	"github.com/cohortsync/cohortsync/transforms/identity"
 )
 

@@ -18,10 +18,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cohortsync/cohortsync/adminauth"
 	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/segments"
 	"github.com/cohortsync/cohortsync/segments/saved"
+	"github.com/cohortsync/cohortsync/stores/adminauth"
 )
 
 // Limits of a members page.

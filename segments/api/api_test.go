@@ -24,15 +24,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/cohortsync/cohortsync/adminauth"
-	"github.com/cohortsync/cohortsync/connectors/kafka"
-	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/internal/httproute"
-	"github.com/cohortsync/cohortsync/internal/kafkatest"
-	"github.com/cohortsync/cohortsync/keys"
+	"github.com/cohortsync/cohortsync/kafka"
+	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/segments"
 	"github.com/cohortsync/cohortsync/segments/api"
 	"github.com/cohortsync/cohortsync/segments/saved"
+	"github.com/cohortsync/cohortsync/stores/adminauth"
+	"github.com/cohortsync/cohortsync/stores/identities"
+	"github.com/cohortsync/cohortsync/stores/keys"
 )
 
 const globalToken = "cst_global-admin-token-for-tests-0123"

@@ -20,7 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cohortsync/cohortsync/connectors/kafka"
+	"github.com/cohortsync/cohortsync/kafka"
 )
 
 // Errors a caller maps to answers.

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cohortsync/cohortsync/connectors/kafka"
-	"github.com/cohortsync/cohortsync/internal/kafkatest"
+	"github.com/cohortsync/cohortsync/kafka"
+	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/segments/saved"
 )
 

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
+	"github.com/cohortsync/cohortsync/stores/identities"
 	"github.com/cohortsync/cohortsync/transforms/identity"
 )
 

@@ -49,9 +49,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
+	"github.com/cohortsync/cohortsync/stores/identities"
 )
 
 // ReasonTooManyIDs refuses every id of a record with more ids than a version

@@ -1,9 +1,9 @@
 package identity
 
 import (
-	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
+	"github.com/cohortsync/cohortsync/stores/identities"
 )
 
 // ReasonUnknownIDKind refuses an ID whose Kind is none of the three id kinds.

@@ -3,9 +3,9 @@ package identity_test
 import (
 	"testing"
 
-	"github.com/cohortsync/cohortsync/identities"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
+	"github.com/cohortsync/cohortsync/stores/identities"
 	"github.com/cohortsync/cohortsync/transforms/identity"
 )
 

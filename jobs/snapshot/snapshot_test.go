@@ -1,0 +1,278 @@
+package snapshot_test
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/jobs/snapshot"
+	"github.com/cohortsync/cohortsync/pipeline"
+	"github.com/cohortsync/cohortsync/schemas"
+	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
+	"github.com/cohortsync/cohortsync/sinks/parquet"
+	"github.com/cohortsync/cohortsync/sinks/state"
+)
+
+// backend is one state of record with the snapshot Source that reads it.
+type backend struct {
+	sink pipeline.Sink
+	src  snapshot.Source
+}
+
+func stateBackend(t *testing.T) backend {
+	st, err := state.Open(state.DefaultConfig(t.TempDir()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return backend{st, snapshot.FromState(st)}
+}
+
+func clickhouseBackend(t *testing.T) backend {
+	addr, db := chtest.NewDatabase(t)
+	cfg := chsink.DefaultConfig()
+	cfg.Addr, cfg.Database = addr, db
+	ch, err := chsink.New(cfg, chsink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ch.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := ch.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return backend{ch, snapshot.FromClickHouse(ch)}
+}
+
+// history generates batches of adds and removes over three cohorts, as the
+// runner would hand them to sinks: one partition, rising offsets.
+type history struct {
+	rng    *rand.Rand
+	offset int64
+	start  time.Time
+}
+
+func (h *history) batch(t *testing.T, cohorts []string, records int) *pipeline.Output {
+	b := schemas.NewChangesBuilder(nil)
+	defer b.Release()
+	first := h.offset
+	for range records {
+		c := cohorts[h.rng.IntN(len(cohorts))]
+		add := h.rng.IntN(3) > 0
+		at := h.start.Add(time.Duration(h.offset) * time.Minute)
+		for pos := range 1 + h.rng.IntN(20) {
+			user := fmt.Sprintf("u%03d", h.rng.IntN(150))
+			b.Append(schemas.ResolvedChange{
+				Workspace: "acme", Partner: "mixpanel", CohortID: c, UserID: user,
+				IDKind: schemas.IDKindExternalID, IDValue: "x-" + user, IsMember: add,
+				Version: schemas.Version(h.offset, pos), RecordID: fmt.Sprintf("r%d", h.offset), Position: uint32(pos),
+				EventTime: at, ReceivedAt: at, Partition: 0, Offset: h.offset,
+			})
+		}
+		h.offset++
+	}
+	out := &pipeline.Output{
+		Changes:    b.NewRecordBatch(),
+		Rejections: pipeline.NewRejections(),
+		Positions:  map[int]pipeline.OffsetRange{0: {First: first, Last: h.offset - 1}},
+	}
+	t.Cleanup(out.Changes.Release)
+	return out
+}
+
+func write(t *testing.T, out *pipeline.Output, sinks ...pipeline.Sink) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, s := range sinks {
+		if err := s.Write(ctx, out); err != nil {
+			t.Fatalf("%s: %v", s.Name(), err)
+		}
+	}
+}
+
+// readTable reads every row of the Parquet files matched by pattern with
+// Arrow's reader, an implementation independent of the one that wrote them.
+func readTable(t *testing.T, paths []string, fn func(rec arrow.RecordBatch, i int)) {
+	t.Helper()
+	for _, p := range paths {
+		rdr, err := file.OpenParquetFile(p, false)
+		if err != nil {
+			t.Fatalf("open %s: %v", p, err)
+		}
+		fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: 4096}, memory.NewGoAllocator())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rr, err := fr.GetRecordReader(context.Background(), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rr.Next() {
+			rec := rr.RecordBatch()
+			for i := range int(rec.NumRows()) {
+				fn(rec, i)
+			}
+		}
+		rr.Release()
+		_ = rdr.Close()
+	}
+}
+
+func col[T arrow.Array](t *testing.T, rec arrow.RecordBatch, name string) T {
+	idx := rec.Schema().FieldIndices(name)
+	if len(idx) != 1 {
+		t.Fatalf("column %s not in %s", name, rec.Schema())
+	}
+	a, ok := rec.Column(idx[0]).(T)
+	if !ok {
+		t.Fatalf("column %s is %s", name, rec.Column(idx[0]).DataType())
+	}
+	return a
+}
+
+func glob(t *testing.T, root, suffix string) []string {
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, suffix) {
+			out = append(out, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// membersFromHistory replays the changes/ files: per user, the change with
+// the highest version decides.
+func membersFromHistory(t *testing.T, root string) map[string][]string {
+	type last struct {
+		version uint64
+		member  bool
+	}
+	state := map[[2]string]last{}
+	readTable(t, glob(t, filepath.Join(root, "changes"), ".parquet"), func(rec arrow.RecordBatch, i int) {
+		k := [2]string{col[*array.String](t, rec, "cohort_id").Value(i), col[*array.String](t, rec, "user_id").Value(i)}
+		v := col[*array.Uint64](t, rec, "version").Value(i)
+		if cur, ok := state[k]; !ok || v > cur.version {
+			state[k] = last{v, col[*array.Uint8](t, rec, "is_member").Value(i) == 1}
+		}
+	})
+	out := map[string][]string{}
+	for k, l := range state {
+		if l.member {
+			out[k[0]] = append(out[k[0]], k[1])
+		}
+	}
+	for _, m := range out {
+		slices.Sort(m)
+	}
+	return out
+}
+
+func readSnapshot(t *testing.T, path string) (users []string, version uint64) {
+	readTable(t, []string{path}, func(rec arrow.RecordBatch, i int) {
+		users = append(users, col[*array.String](t, rec, "user_id").Value(i))
+		version = col[*array.Uint64](t, rec, "version").Value(i)
+	})
+	return users, version
+}
+
+func TestSnapshotEqualsHistory(t *testing.T) {
+	t.Parallel()
+	for name, open := range map[string]func(*testing.T) backend{"state": stateBackend, "clickhouse": clickhouseBackend} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			be := open(t)
+			cfg := parquet.DefaultConfig()
+			cfg.Root, cfg.SnapshotsKept = t.TempDir(), 2
+			pq, err := parquet.New(cfg, parquet.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = pq.Close() })
+			snap, err := snapshot.New(snapshot.DefaultConfig(), be.src, pq, snapshot.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+
+			h := &history{rng: rand.New(rand.NewPCG(7, 9)), start: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+			all := []string{"a", "b", "c"}
+			for i := range 5 {
+				out := h.batch(t, all, 40)
+				write(t, out, be.sink, pq)
+				if i == 2 {
+					write(t, out, be.sink, pq) // a redelivery changes nothing
+				}
+			}
+			check := func(round string, wantWritten map[string]bool) {
+				t.Helper()
+				res, err := snap.Snapshot(ctx, snapshot.Selection{})
+				if err != nil {
+					t.Fatalf("%s: %v", round, err)
+				}
+				want := membersFromHistory(t, cfg.Root)
+				if len(res) != len(all) {
+					t.Fatalf("%s: %d results, want one per cohort: %+v", round, len(res), res)
+				}
+				for _, r := range res {
+					if r.Written != wantWritten[r.Cohort.CohortID] {
+						t.Errorf("%s: cohort %s written=%v, want %v", round, r.Cohort.CohortID, r.Written, wantWritten[r.Cohort.CohortID])
+					}
+					got, v := readSnapshot(t, r.Path)
+					if !slices.Equal(got, want[r.Cohort.CohortID]) {
+						t.Errorf("%s: snapshot of %s has %d members, history says %d:\n got %v\nwant %v",
+							round, r.Cohort.CohortID, len(got), len(want[r.Cohort.CohortID]), got, want[r.Cohort.CohortID])
+					}
+					if len(got) > 0 && v != r.Version {
+						t.Errorf("%s: %s rows carry version %d, file says %d", round, r.Path, v, r.Version)
+					}
+				}
+			}
+			check("first round", map[string]bool{"a": true, "b": true, "c": true})
+			check("nothing changed", map[string]bool{})
+			for range 2 {
+				write(t, h.batch(t, []string{"b"}, 10), be.sink, pq)
+				check("b changed", map[string]bool{"b": true})
+			}
+			// Two snapshots are kept per cohort: b has had three.
+			if got := glob(t, pq.SnapshotDir(parquet.CohortKey{Workspace: "acme", Partner: "mixpanel", CohortID: "b"}), ".parquet"); len(got) != 2 {
+				t.Errorf("cohort b keeps %d snapshots, want 2: %v", len(got), got)
+			}
+
+			// A new Snapshotter (a restart) reads what is on disk and
+			// writes nothing new.
+			again, err := snapshot.New(snapshot.DefaultConfig(), be.src, pq, snapshot.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			one := parquet.CohortKey{Workspace: "acme", Partner: "mixpanel", CohortID: "a"}
+			res, err := again.Snapshot(ctx, snapshot.Selection{Cohort: &one})
+			if err != nil || len(res) != 1 || res[0].Written {
+				t.Fatalf("after restart: %+v, %v; want cohort a reported, not rewritten", res, err)
+			}
+			missing := parquet.CohortKey{Workspace: "acme", Partner: "mixpanel", CohortID: "nope"}
+			if _, err := again.Snapshot(ctx, snapshot.Selection{Cohort: &missing}); err == nil {
+				t.Error("a snapshot of an unknown cohort succeeded")
+			}
+		})
+	}
+}
