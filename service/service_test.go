@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/kafka/broker"
 	"github.com/cohortsync/cohortsync/kafka/kafkatest"
@@ -22,28 +22,10 @@ import (
 	"github.com/cohortsync/cohortsync/service"
 )
 
-// syncBuffer is written by the service goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type running struct {
 	addr string
-	out  *syncBuffer
-	logs *syncBuffer
+	out  *testkit.SyncBuffer
+	logs *testkit.SyncBuffer
 	stop func() error
 }
 
@@ -58,7 +40,7 @@ func startWith(t *testing.T, cfg config.Config) running {
 	t.Helper()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Kafka.Partitions = 3
-	out, logs := &syncBuffer{}, &syncBuffer{}
+	out, logs := &testkit.SyncBuffer{}, &testkit.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/service"
 )
 
@@ -75,7 +76,7 @@ func TestDemoCommandErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := execute(t, testContext(t), tc.env, nil, tc.args...)
+			r := execute(t, testkit.Context(t, 10*time.Second), tc.env, nil, tc.args...)
 			if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
 				t.Fatalf("exit %d, stderr %q; want exit %d mentioning %q", r.code, r.stderr, exitUsage, tc.want)
 			}

@@ -6,10 +6,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/service"
 	"github.com/cohortsync/cohortsync/stores/identities"
 )
@@ -36,7 +38,7 @@ func TestIdentitiesLoadDirect(t *testing.T) {
 		``,
 		`{"user_id":"u4","aliases":[{"alias_name":"a@x.io","alias_label":"email"}]}`,
 	)
-	r := execute(t, testContext(t), nil, nil, "identities", "load", file, "--data-dir", dataDir, "--workspace", "acme")
+	r := execute(t, testkit.Context(t, 10*time.Second), nil, nil, "identities", "load", file, "--data-dir", dataDir, "--workspace", "acme")
 	if r.code != exitFailure {
 		t.Errorf("exit %d with a rejected line, want %d", r.code, exitFailure)
 	}
@@ -52,12 +54,12 @@ func TestIdentitiesLoadDirect(t *testing.T) {
 
 	// A second, clean load replaces u2: identified now.
 	clean := writeFile(t, `{"user_id":"u2","external_id":"e2","device_ids":["d2"]}`)
-	r = execute(t, testContext(t), nil, nil, "identities", "load", clean, "--data-dir", dataDir, "-w", "acme")
+	r = execute(t, testkit.Context(t, 10*time.Second), nil, nil, "identities", "load", clean, "--data-dir", dataDir, "-w", "acme")
 	if r.code != exitOK || !strings.Contains(r.stdout, "1 records, 1 accepted, 0 rejected") {
 		t.Fatalf("clean load: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 
-	ctx := testContext(t)
+	ctx := testkit.Context(t, 10*time.Second)
 	cfg := config.Default()
 	cfg.DataDir = dataDir
 	log := slog.New(slog.DiscardHandler)
@@ -112,7 +114,7 @@ func TestIdentitiesLoadErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := execute(t, testContext(t), nil, nil, tt.args...)
+			r := execute(t, testkit.Context(t, 10*time.Second), nil, nil, tt.args...)
 			if r.code != tt.code || !strings.Contains(r.stderr, tt.want) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", r.code, r.stderr, tt.code, tt.want)
 			}

@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
 
 // result is one finished command line.
@@ -26,7 +26,7 @@ type result struct {
 // service.Run. A nil svc fails the test if serve gets that far.
 func execute(t *testing.T, ctx context.Context, env map[string]string, svc func(context.Context, config.Config, *slog.Logger) error, args ...string) result {
 	t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.SyncBuffer
 	c := newCLI(&stdout, &stderr, env)
 	c.runService = svc
 	if svc == nil {
@@ -39,15 +39,9 @@ func execute(t *testing.T, ctx context.Context, env map[string]string, svc func(
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }
 
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestVersion(t *testing.T) {
 	t.Parallel()
-	r := execute(t, testContext(t), nil, nil, "version")
+	r := execute(t, testkit.Context(t, 10*time.Second), nil, nil, "version")
 	if r.code != exitOK {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
@@ -81,7 +75,7 @@ func TestUsageErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := execute(t, testContext(t), nil, nil, tt.args...)
+			r := execute(t, testkit.Context(t, 10*time.Second), nil, nil, tt.args...)
 			if r.code != exitUsage || !strings.Contains(r.stderr, tt.want) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", r.code, r.stderr, exitUsage, tt.want)
 			}
@@ -91,7 +85,7 @@ func TestUsageErrors(t *testing.T) {
 
 func TestNoArgumentsPrintsHelp(t *testing.T) {
 	t.Parallel()
-	r := execute(t, testContext(t), nil, nil)
+	r := execute(t, testkit.Context(t, 10*time.Second), nil, nil)
 	if r.code != exitOK || !strings.Contains(r.stdout, "serve") || !strings.Contains(r.stdout, "--data-dir") {
 		t.Errorf("exit %d, stdout %q", r.code, r.stdout)
 	}
@@ -132,7 +126,7 @@ func TestServeInvalidConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := execute(t, testContext(t), tt.env, nil, tt.args...)
+			r := execute(t, testkit.Context(t, 10*time.Second), tt.env, nil, tt.args...)
 			if r.code != exitUsage {
 				t.Errorf("exit %d, want %d", r.code, exitUsage)
 			}
@@ -165,7 +159,7 @@ func TestServePassesConfigAndLogger(t *testing.T) {
 		"COHORTSYNC_PARTNERS_MIXPANEL_API_KEY": "mixpanel-key-0123456789",
 	}
 	dataDir := t.TempDir()
-	r := execute(t, testContext(t), env, svc, "serve", "--data-dir", dataDir, "--log-level", "debug")
+	r := execute(t, testkit.Context(t, 10*time.Second), env, svc, "serve", "--data-dir", dataDir, "--log-level", "debug")
 	if r.code != exitOK {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
@@ -182,7 +176,7 @@ func TestServeFailure(t *testing.T) {
 	svc := func(context.Context, config.Config, *slog.Logger) error {
 		return errors.New("port in use")
 	}
-	r := execute(t, testContext(t), nil, svc, "serve")
+	r := execute(t, testkit.Context(t, 10*time.Second), nil, svc, "serve")
 	if r.code != exitFailure || !strings.Contains(r.stderr, "cohortsync: serve: port in use") {
 		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
 	}
@@ -221,7 +215,7 @@ func TestServeStopsWhenCancelled(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			ctx, cancel := context.WithCancel(testContext(t))
+			ctx, cancel := context.WithCancel(testkit.Context(t, 10*time.Second))
 			release := make(chan struct{})
 			t.Cleanup(func() { close(release) })
 			started := make(chan struct{})
@@ -237,22 +231,4 @@ func TestServeStopsWhenCancelled(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the service goroutine and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -3,21 +3,23 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
 
 func TestMigrateCommand(t *testing.T) {
 	t.Parallel()
 	addr, db := chtest.NewDatabase(t)
 
-	first := execute(t, testContext(t), nil, nil, "migrate", "--clickhouse-addr", addr, "--clickhouse-database", db, "--log-level", "warn")
+	first := execute(t, testkit.Context(t, 10*time.Second), nil, nil, "migrate", "--clickhouse-addr", addr, "--clickhouse-database", db, "--log-level", "warn")
 	if first.code != exitOK || !strings.Contains(first.stdout, "schema version 0 -> 1 (applied [1])") {
 		t.Fatalf("first migrate: exit %d, stdout %q, stderr %q", first.code, first.stdout, first.stderr)
 	}
 	// The environment names the server as well as the flag does.
 	env := map[string]string{"COHORTSYNC_CLICKHOUSE_ADDR": addr, "COHORTSYNC_CLICKHOUSE_DATABASE": db}
-	second := execute(t, testContext(t), env, nil, "migrate", "--log-level", "warn")
+	second := execute(t, testkit.Context(t, 10*time.Second), env, nil, "migrate", "--log-level", "warn")
 	if second.code != exitOK || !strings.Contains(second.stdout, "schema version 1, nothing to do") {
 		t.Fatalf("second migrate: exit %d, stdout %q, stderr %q", second.code, second.stdout, second.stderr)
 	}
@@ -38,7 +40,7 @@ func TestMigrateCommandErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := execute(t, testContext(t), nil, nil, tt.args...)
+			r := execute(t, testkit.Context(t, 10*time.Second), nil, nil, tt.args...)
 			if r.code != tt.code || !strings.Contains(r.stderr, tt.want) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", r.code, r.stderr, tt.code, tt.want)
 			}
@@ -48,7 +50,7 @@ func TestMigrateCommandErrors(t *testing.T) {
 
 func TestMigrateDryRunPrintsClusterDDL(t *testing.T) {
 	t.Parallel()
-	r := execute(t, testContext(t), nil, nil, "migrate", "--dry-run", "--cluster", "main", "--clickhouse-database", "analytics")
+	r := execute(t, testkit.Context(t, 10*time.Second), nil, nil, "migrate", "--dry-run", "--cluster", "main", "--clickhouse-database", "analytics")
 	if r.code != exitOK {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}

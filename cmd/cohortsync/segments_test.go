@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/internal/httproute"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/segments"
 	"github.com/cohortsync/cohortsync/segments/api"
@@ -96,7 +97,7 @@ func (e cliEngine) Cohorts(context.Context, string, time.Time) ([]segments.Cohor
 // fake engine, with the stores on kfake.
 func newSegmentsServer(t *testing.T) (*httptest.Server, *adminauth.TokenStore) {
 	t.Helper()
-	ctx := testContext(t)
+	ctx := testkit.Context(t, 10*time.Second)
 	client := kafkatest.NewClient(t, kafkatest.NewCluster(t), "cli")
 	store, err := saved.Open(ctx, client, saved.Options{})
 	if err != nil {
@@ -151,7 +152,7 @@ func TestSegmentsCLI(t *testing.T) {
 	env := map[string]string{"COHORTSYNC_ADMIN_TOKEN": cliAdminToken}
 	run := func(args ...string) result {
 		t.Helper()
-		return execute(t, testContext(t), env, nil, append(args, "--server", srv.URL, "-w", "acme")...)
+		return execute(t, testkit.Context(t, 10*time.Second), env, nil, append(args, "--server", srv.URL, "-w", "acme")...)
 	}
 	dir := t.TempDir()
 	filterFile := filepath.Join(dir, "f.json")
@@ -239,7 +240,7 @@ func TestDataPointsCLI(t *testing.T) {
 	srv, _ := newSegmentsServer(t)
 	run := func(args ...string) result {
 		t.Helper()
-		return execute(t, testContext(t), nil, nil, append(args, "--server", srv.URL, "--token", cliAdminToken)...)
+		return execute(t, testkit.Context(t, 10*time.Second), nil, nil, append(args, "--server", srv.URL, "--token", cliAdminToken)...)
 	}
 	r := run("datapoints", "--from", "2026-11-01", "--to", "2026-11-02")
 	want := "         DAY  BILLABLE  TRANSITIONS\n  2026-11-01         7            5\n  2026-11-02         3            3\n       TOTAL        10            8\n"
@@ -264,7 +265,7 @@ func TestDataPointsCLI(t *testing.T) {
 func TestTokensCLI(t *testing.T) {
 	t.Parallel()
 	srv, tokens := newSegmentsServer(t)
-	r := execute(t, testContext(t), nil, nil, "tokens", "create", "--workspace", "acme", "--server", srv.URL, "--token", cliAdminToken, "--format", "json")
+	r := execute(t, testkit.Context(t, 10*time.Second), nil, nil, "tokens", "create", "--workspace", "acme", "--server", srv.URL, "--token", cliAdminToken, "--format", "json")
 	var created adminauth.CreatedToken
 	if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &created) != nil || created.Workspace != "acme" {
 		t.Fatalf("create: %d %q %q", r.code, r.stdout, r.stderr)
@@ -273,15 +274,15 @@ func TestTokensCLI(t *testing.T) {
 		t.Fatal("the printed token does not verify")
 	}
 	// The new token reaches its workspace, is refused elsewhere and cannot mint.
-	r = execute(t, testContext(t), nil, nil, "segments", "list", "--server", srv.URL, "--token", created.Token, "-w", "acme")
+	r = execute(t, testkit.Context(t, 10*time.Second), nil, nil, "segments", "list", "--server", srv.URL, "--token", created.Token, "-w", "acme")
 	if r.code != exitOK {
 		t.Fatalf("list with the workspace token: %d %q", r.code, r.stderr)
 	}
-	r = execute(t, testContext(t), nil, nil, "segments", "list", "--server", srv.URL, "--token", created.Token, "-w", "beta")
+	r = execute(t, testkit.Context(t, 10*time.Second), nil, nil, "segments", "list", "--server", srv.URL, "--token", created.Token, "-w", "beta")
 	if r.code != exitFailure || !strings.Contains(r.stderr, "404 Not Found: not found") {
 		t.Fatalf("list of another workspace: %d %q", r.code, r.stderr)
 	}
-	r = execute(t, testContext(t), nil, nil, "tokens", "create", "--workspace", "acme", "--server", srv.URL, "--token", created.Token)
+	r = execute(t, testkit.Context(t, 10*time.Second), nil, nil, "tokens", "create", "--workspace", "acme", "--server", srv.URL, "--token", created.Token)
 	if r.code != exitFailure || !strings.Contains(r.stderr, "only the admin token can mint tokens") {
 		t.Fatalf("mint with a workspace token: %d %q", r.code, r.stderr)
 	}
@@ -315,7 +316,7 @@ func TestRemoteCommandUsageErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := execute(t, testContext(t), nil, nil, tt.args...)
+			r := execute(t, testkit.Context(t, 10*time.Second), nil, nil, tt.args...)
 			if r.code != tt.code || !strings.Contains(r.stderr, tt.want) {
 				t.Fatalf("exit %d stderr %q; want exit %d and %q", r.code, r.stderr, tt.code, tt.want)
 			}

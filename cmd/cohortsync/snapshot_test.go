@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/sinks/state"
@@ -39,7 +40,7 @@ func TestSnapshotCommandOnDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r := execute(t, testContext(t), nil, nil, "snapshot", "--data-dir", dir, "--cohort", "mixpanel/c/1")
+	r := execute(t, testkit.Context(t, 10*time.Second), nil, nil, "snapshot", "--data-dir", dir, "--cohort", "mixpanel/c/1")
 	if r.code != exitOK {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -49,11 +50,11 @@ func TestSnapshotCommandOnDataDir(t *testing.T) {
 		!strings.HasSuffix(lines[1], fmt.Sprintf("snapshots/workspace=default/partner=mixpanel/cohort=c%%2F1/version=%d.parquet", schemas.Version(7, 2))) {
 		t.Fatalf("first run printed:\n%s\nwant one row %v and its path", r.stdout, want)
 	}
-	r = execute(t, testContext(t), nil, nil, "snapshot", "--data-dir", dir, "-o", "json")
+	r = execute(t, testkit.Context(t, 10*time.Second), nil, nil, "snapshot", "--data-dir", dir, "-o", "json")
 	if r.code != exitOK || !strings.Contains(r.stdout, `"written": false`) {
 		t.Fatalf("second run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	r = execute(t, testContext(t), nil, nil, "snapshot", "--data-dir", dir, "--cohort", "nopartner")
+	r = execute(t, testkit.Context(t, 10*time.Second), nil, nil, "snapshot", "--data-dir", dir, "--cohort", "nopartner")
 	if r.code != exitUsage || !strings.Contains(r.stderr, "PARTNER/COHORT_ID") {
 		t.Fatalf("bad --cohort: exit %d, stderr %q", r.code, r.stderr)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/cohortsync/cohortsync/connectors/files"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 	sinkpq "github.com/cohortsync/cohortsync/sinks/parquet"
@@ -146,7 +147,7 @@ func benchParquet(b *testing.B, dir string) string {
 	defer sink.Close()
 	out := &pipeline.Output{Changes: batch, Rejections: pipeline.NewRejections(),
 		Positions: map[int]pipeline.OffsetRange{0: {First: 0, Last: benchRecords - 1}}}
-	if err := sink.Write(testContext(b), out); err != nil {
+	if err := sink.Write(testkit.DetachedContext(b, 60*time.Second), out); err != nil {
 		b.Fatal(err)
 	}
 	paths, err := filepath.Glob(filepath.Join(dir, "changes", "*", "*", "*.parquet"))
@@ -192,7 +193,7 @@ func BenchmarkRead(b *testing.B) {
 			}
 			b.SetBytes(st.Size())
 			opts := files.Options{Workspace: "acme", Partner: "mixpanel"}
-			ctx := testContext(b)
+			ctx := testkit.DetachedContext(b, 60*time.Second)
 			var envelopes, changes int64
 			b.ResetTimer()
 			for b.Loop() {

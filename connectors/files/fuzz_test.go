@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cohortsync/cohortsync/connectors/files"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
 
 // FuzzLines reads arbitrary bytes as NDJSON and as CSV (behind a valid
@@ -53,7 +55,7 @@ func checkFuzzRead(t *testing.T, path string, maxLine int) {
 		return
 	}
 	defer r.Close()
-	ctx := testContext(t)
+	ctx := testkit.DetachedContext(t, 60*time.Second)
 	var last int64
 	for range 10000 {
 		it, err := r.Next(ctx)

@@ -2,7 +2,6 @@ package files_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"os"
@@ -14,14 +13,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/cohortsync/cohortsync/connectors/files"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
-
-func testContext(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // compressions are the three encodings every format is tested in, with the
 // suffix each adds to a file name.
@@ -99,7 +92,7 @@ func readAll(t testing.TB, path string, opts files.Options) []result {
 			t.Errorf("Close: %v", err)
 		}
 	}()
-	ctx := testContext(t)
+	ctx := testkit.DetachedContext(t, 60*time.Second)
 	var out []result
 	for {
 		it, err := r.Next(ctx)

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cohortsync/cohortsync/connectors/files"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
@@ -171,7 +172,7 @@ func TestNDJSONBodiesNeedAWorkspace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	ctx := testContext(t)
+	ctx := testkit.DetachedContext(t, 60*time.Second)
 	if it, err := r.Next(ctx); err != nil || it.Line != 1 {
 		t.Fatalf("envelope line: %v, %v", it.Line, err)
 	}
@@ -233,7 +234,7 @@ func TestOpenErrors(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: Open: %v", tc.name, err)
 			}
-			_, err = r.Next(testContext(t))
+			_, err = r.Next(testkit.DetachedContext(t, 60*time.Second))
 			_ = r.Close()
 			if err == nil || files.IsLineError(err) || !strings.Contains(err.Error(), "not a readable Parquet file") {
 				t.Errorf("%s: Next = %v, want a fatal error", tc.name, err)

@@ -16,6 +16,7 @@ import (
 	pq "github.com/parquet-go/parquet-go"
 
 	"github.com/cohortsync/cohortsync/connectors/files"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 	sinkpq "github.com/cohortsync/cohortsync/sinks/parquet"
@@ -115,7 +116,7 @@ func sinkFixture(t *testing.T, cfg sinkpq.Config) ([]landedRecord, []string) {
 		Changes: batch, Rejections: pipeline.NewRejections(),
 		Positions: map[int]pipeline.OffsetRange{0: {First: 10, Last: 13}, 1: {First: 5, Last: 5}},
 	}
-	if err := sink.Write(testContext(t), out); err != nil {
+	if err := sink.Write(testkit.DetachedContext(t, 60*time.Second), out); err != nil {
 		t.Fatalf("sink write: %v", err)
 	}
 	var paths []string
@@ -401,7 +402,7 @@ func TestParquetWrongColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	_, err = r.Next(testContext(t))
+	_, err = r.Next(testkit.DetachedContext(t, 60*time.Second))
 	if err == nil || files.IsLineError(err) || !strings.Contains(err.Error(), "column workspace is missing") ||
 		!strings.Contains(err.Error(), "column position is BYTE_ARRAY, want INT32") {
 		t.Errorf("Next = %v, want a fatal schema error", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cohortsync/cohortsync/connectors/mixpanel"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
 
 const (
@@ -214,12 +215,6 @@ func (h *harness) collect(ctx context.Context) ([]mixpanel.Profile, mixpanel.Sta
 	return got, st, err
 }
 
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestCohortMembersPaging(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -236,7 +231,7 @@ func TestCohortMembersPaging(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, numbered(tc.members), tc.pageSize, nil)
-			got, st, err := h.collect(testContext(t))
+			got, st, err := h.collect(testkit.DetachedContext(t, 20*time.Second))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -278,7 +273,7 @@ func TestProfileIdentities(t *testing.T) {
 		member("mystery", map[string]any{"$email": "x@example.com"}),
 	}
 	h := newHarness(t, members, 1000, func(c *mixpanel.Config) { c.IdentityProperty = "crm_id" })
-	got, st, err := h.collect(testContext(t))
+	got, st, err := h.collect(testkit.DetachedContext(t, 20*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +324,7 @@ func TestRetriesThenSucceeds(t *testing.T) {
 		}
 		return false
 	}
-	got, st, err := h.collect(testContext(t))
+	got, st, err := h.collect(testkit.DetachedContext(t, 20*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +369,7 @@ func TestBackoffGrowsAndGivesUp(t *testing.T) {
 		w.WriteHeader(http.StatusBadGateway)
 		return true
 	}
-	_, st, err := h.collect(testContext(t))
+	_, st, err := h.collect(testkit.DetachedContext(t, 20*time.Second))
 	var apiErr *mixpanel.APIError
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadGateway || apiErr.Attempts != 4 {
 		t.Fatalf("err %v, want a 502 APIError after 4 attempts", err)
@@ -449,7 +444,7 @@ func TestPermanentErrors(t *testing.T) {
 			if tc.answer != nil {
 				h.engage.fail = func(w http.ResponseWriter, _ *http.Request, n, _ int) bool { return tc.answer(w, n) }
 			}
-			_, st, err := h.collect(testContext(t))
+			_, st, err := h.collect(testkit.DetachedContext(t, 20*time.Second))
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -479,7 +474,7 @@ func TestCallbackErrorStops(t *testing.T) {
 	h := newHarness(t, numbered(7), 3, nil)
 	stop := errors.New("disk full")
 	n := 0
-	st, err := h.client.CohortMembers(testContext(t), testCohort, func(mixpanel.Profile) error {
+	st, err := h.client.CohortMembers(testkit.DetachedContext(t, 20*time.Second), testCohort, func(mixpanel.Profile) error {
 		n++
 		if n == 4 {
 			return stop
@@ -501,7 +496,7 @@ func TestHourlyQuota(t *testing.T) {
 	t.Parallel()
 	const quota = 2
 	h := newHarness(t, numbered(9), 2, func(c *mixpanel.Config) { c.QueriesPerHour = quota })
-	got, st, err := h.collect(testContext(t))
+	got, st, err := h.collect(testkit.DetachedContext(t, 20*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -551,7 +546,7 @@ func TestConcurrencyLimit(t *testing.T) {
 		mu.Unlock()
 		return false
 	}
-	ctx := testContext(t)
+	ctx := testkit.DetachedContext(t, 20*time.Second)
 	errs := make(chan error, 4)
 	for range 4 {
 		go func() {
@@ -590,7 +585,7 @@ func TestConcurrencyLimit(t *testing.T) {
 func TestCancelWhileWaiting(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, numbered(2), 1000, nil)
-	ctx, cancel := context.WithCancel(testContext(t))
+	ctx, cancel := context.WithCancel(testkit.DetachedContext(t, 20*time.Second))
 	// The run is cancelled while its first request fails: it must stop
 	// instead of waiting to retry.
 	h.engage.fail = func(w http.ResponseWriter, _ *http.Request, _, _ int) bool {

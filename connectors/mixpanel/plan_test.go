@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cohortsync/cohortsync/connectors/mixpanel"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
@@ -118,7 +119,7 @@ func TestPlanSyncScenario(t *testing.T) {
 		}
 		return false
 	}
-	plan, err := mixpanel.PlanSync(testContext(t), h.client, planRequest(), idx, members(scenarioCurrent...))
+	plan, err := mixpanel.PlanSync(testkit.DetachedContext(t, 20*time.Second), h.client, planRequest(), idx, members(scenarioCurrent...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func resolvePlan(t *testing.T, dir identity.Directory, plan mixpanel.Plan) (map[
 		recs[i] = pipeline.Record{Partition: 0, Offset: int64(i), Envelope: e}
 	}
 	rej := pipeline.NewRejections()
-	batch, err := r.Resolve(testContext(t), recs, rej)
+	batch, err := r.Resolve(testkit.DetachedContext(t, 20*time.Second), recs, rej)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +257,7 @@ func TestPlanSyncEmptyDiff(t *testing.T) {
 		member("ext-5", map[string]any{"$user_id": "ext-5"}),
 		member("$device:dev-6", map[string]any{}),
 	}, 1000, nil)
-	plan, err := mixpanel.PlanSync(testContext(t), h.client, planRequest(), idx, members("u-anon-stay", "u-stay"))
+	plan, err := mixpanel.PlanSync(testkit.DetachedContext(t, 20*time.Second), h.client, planRequest(), idx, members("u-anon-stay", "u-stay"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +270,7 @@ func TestPlanSyncEmptyCohortRemovesEveryone(t *testing.T) {
 	t.Parallel()
 	idx := buildIndex(t, "acme", scenarioUsers)
 	h := newHarness(t, []map[string]any{}, 1000, nil)
-	plan, err := mixpanel.PlanSync(testContext(t), h.client, planRequest(), idx, members("u-stay", "u-anon-stay"))
+	plan, err := mixpanel.PlanSync(testkit.DetachedContext(t, 20*time.Second), h.client, planRequest(), idx, members("u-stay", "u-anon-stay"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +317,7 @@ func TestPlanSyncChunksAndDeterminism(t *testing.T) {
 	run := func(profiles []map[string]any, req mixpanel.PlanRequest) mixpanel.Plan {
 		t.Helper()
 		h := newHarness(t, profiles, 1000, nil)
-		plan, err := mixpanel.PlanSync(testContext(t), h.client, req, idx, members(current...))
+		plan, err := mixpanel.PlanSync(testkit.DetachedContext(t, 20*time.Second), h.client, req, idx, members(current...))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -387,7 +388,7 @@ func TestPlanSyncErrors(t *testing.T) {
 	t.Run("invalid request names every field", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, nil, 1000, nil)
-		_, err := mixpanel.PlanSync(testContext(t), h.client, mixpanel.PlanRequest{Workspace: "Bad Name"}, idx, members())
+		_, err := mixpanel.PlanSync(testkit.DetachedContext(t, 20*time.Second), h.client, mixpanel.PlanRequest{Workspace: "Bad Name"}, idx, members())
 		for _, f := range []string{"workspace:", "partner:", "cohort_id:", "created_at:"} {
 			if err == nil || !strings.Contains(err.Error(), f) {
 				t.Errorf("error %v lacks %s", err, f)
@@ -400,7 +401,7 @@ func TestPlanSyncErrors(t *testing.T) {
 	t.Run("refused service account", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, numbered(3), 1000, func(c *mixpanel.Config) { c.Secret = "wrong" })
-		_, err := mixpanel.PlanSync(testContext(t), h.client, planRequest(), idx, members())
+		_, err := mixpanel.PlanSync(testkit.DetachedContext(t, 20*time.Second), h.client, planRequest(), idx, members())
 		if !errors.Is(err, mixpanel.ErrUnauthorized) {
 			t.Errorf("err %v, want ErrUnauthorized", err)
 		}
@@ -409,7 +410,7 @@ func TestPlanSyncErrors(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, numbered(3), 1000, nil)
 		boom := errors.New("state store closed")
-		_, err := mixpanel.PlanSync(testContext(t), h.client, planRequest(), idx,
+		_, err := mixpanel.PlanSync(testkit.DetachedContext(t, 20*time.Second), h.client, planRequest(), idx,
 			func(context.Context, func(string) error) error { return boom })
 		if !errors.Is(err, boom) || !strings.Contains(err.Error(), "current members") {
 			t.Errorf("err %v", err)
@@ -418,7 +419,7 @@ func TestPlanSyncErrors(t *testing.T) {
 	t.Run("cancelled while reading current members", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, numbered(3), 1000, nil)
-		ctx, cancel := context.WithCancel(testContext(t))
+		ctx, cancel := context.WithCancel(testkit.DetachedContext(t, 20*time.Second))
 		var many []string
 		for i := range 5000 {
 			many = append(many, fmt.Sprint("u", i))
@@ -449,13 +450,13 @@ func TestPlanSyncOnDirectory(t *testing.T) {
 		`{"user_id":"u2","device_ids":["dev-2"]}`,
 		`{"user_id":"u3","aliases":[{"alias_name":"carol","alias_label":"crm"}]}`,
 	}, "\n")
-	st, err := loader.Load(testContext(t), "acme", strings.NewReader(lines), func(le identities.LineError) {
+	st, err := loader.Load(testkit.DetachedContext(t, 20*time.Second), "acme", strings.NewReader(lines), func(le identities.LineError) {
 		t.Errorf("line %d: %s", le.Line, le.Error)
 	})
 	if err != nil || st.Accepted != 3 {
 		t.Fatalf("load: %+v %v", st, err)
 	}
-	dir, err := identities.Open(testContext(t), client, cfg, identities.Options{})
+	dir, err := identities.Open(testkit.DetachedContext(t, 20*time.Second), client, cfg, identities.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,7 +466,7 @@ func TestPlanSyncOnDirectory(t *testing.T) {
 		member("$device:dev-1", map[string]any{}),
 		member("$device:dev-2", map[string]any{}),
 	}, 1000, nil)
-	plan, err := mixpanel.PlanSync(testContext(t), h.client, planRequest(), dir, members("u1", "u3"))
+	plan, err := mixpanel.PlanSync(testkit.DetachedContext(t, 20*time.Second), h.client, planRequest(), dir, members("u1", "u3"))
 	if err != nil {
 		t.Fatal(err)
 	}

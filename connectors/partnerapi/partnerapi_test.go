@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortsync/cohortsync/connectors/partnerapi"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
@@ -100,24 +101,6 @@ func (l *recordingLander) landed() []landed {
 
 func slicesClone[T any](s []T) []T { return append([]T(nil), s...) }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type clock struct {
 	mu  sync.Mutex
 	now time.Time
@@ -141,7 +124,7 @@ type harness struct {
 	srv    *httptest.Server
 	lander *recordingLander
 	reg    *prometheus.Registry
-	logs   *syncBuffer
+	logs   *testkit.SyncBuffer
 	clock  *clock
 }
 
@@ -150,7 +133,7 @@ func newHarness(t *testing.T, edit func(o *partnerapi.Options)) *harness {
 	h := &harness{
 		lander: &recordingLander{},
 		reg:    prometheus.NewRegistry(),
-		logs:   &syncBuffer{},
+		logs:   &testkit.SyncBuffer{},
 		clock:  &clock{now: startTime},
 	}
 	opts := partnerapi.Options{

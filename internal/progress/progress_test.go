@@ -1,7 +1,6 @@
 package progress
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"os"
@@ -9,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
 
 // clock is a manual clock for Options.Now.
@@ -31,24 +32,6 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// syncBuffer is a bytes.Buffer safe for the reporter's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // jsonLines decodes the JSON log lines written so far.
 func jsonLines(t *testing.T, out string) []map[string]any {
 	t.Helper()
@@ -66,9 +49,9 @@ func jsonLines(t *testing.T, out string) []map[string]any {
 	return lines
 }
 
-func newJSONReporter(t *testing.T, opts Options) (*Reporter, *syncBuffer, *clock) {
+func newJSONReporter(t *testing.T, opts Options) (*Reporter, *testkit.SyncBuffer, *clock) {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &testkit.SyncBuffer{}
 	c := newClock()
 	opts.Logger = slog.New(slog.NewJSONHandler(buf, nil))
 	opts.Now = c.Now
@@ -210,7 +193,7 @@ func TestConcurrentAddsAreAllCounted(t *testing.T) {
 
 func TestFinishStopsThePeriodicGoroutine(t *testing.T) {
 	t.Parallel()
-	buf := &syncBuffer{}
+	buf := &testkit.SyncBuffer{}
 	r := New(buf, Options{Label: "x", Interval: time.Hour})
 	select {
 	case <-r.loopDone:
@@ -232,7 +215,7 @@ func TestFinishStopsThePeriodicGoroutine(t *testing.T) {
 
 func TestTerminalGetsABarWithCountAndRate(t *testing.T) {
 	t.Parallel()
-	var bar, logs syncBuffer
+	var bar, logs testkit.SyncBuffer
 	c := newClock()
 	r := newReporter(&bar, Options{Label: "replay", Unit: "records", Total: 100, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Now: c.Now}, true)
 	if r.bar == nil {

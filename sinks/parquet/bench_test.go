@@ -7,6 +7,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 )
 
@@ -46,7 +47,7 @@ func BenchmarkParquetWrite(b *testing.B) {
 				b.Fatalf("generated %d rows, want %d", n, rows)
 			}
 			s := newTestSink(b, b.TempDir(), Options{})
-			ctx := testContext(b)
+			ctx := testkit.DetachedContext(b, 30*time.Second)
 			b.SetBytes(arrowBytes(out.Changes))
 			b.ReportAllocs()
 			for b.Loop() {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
 
 // faultFS is the OS file system with the failures of a full or broken disk
@@ -123,7 +125,7 @@ func TestDiskFull(t *testing.T) {
 	refRoot := t.TempDir()
 	{
 		s := newTestSink(t, refRoot, Options{})
-		if err := s.Write(testContext(t), buildOutput(t, changes, spec.partitions)); err != nil {
+		if err := s.Write(testkit.DetachedContext(t, 30*time.Second), buildOutput(t, changes, spec.partitions)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -149,7 +151,7 @@ func TestDiskFull(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ctx := testContext(t)
+			ctx := testkit.DetachedContext(t, 30*time.Second)
 			root := t.TempDir()
 			out := buildOutput(t, changes, spec.partitions)
 			if tc.prewritten {
@@ -209,7 +211,7 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 	t.Run("creates directories and replaces", func(t *testing.T) {
 		t.Parallel()
-		ctx := testContext(t)
+		ctx := testkit.DetachedContext(t, 30*time.Second)
 		dir := filepath.Join(t.TempDir(), "snapshots", "workspace=w", "partner=p")
 		for _, s := range []string{"first", "second"} {
 			if err := WriteFileAtomic(ctx, OSFS(), dir, "version=1.parquet", content(s)); err != nil {
@@ -227,7 +229,7 @@ func TestWriteFileAtomic(t *testing.T) {
 	})
 	t.Run("failed write keeps the old file", func(t *testing.T) {
 		t.Parallel()
-		ctx := testContext(t)
+		ctx := testkit.DetachedContext(t, 30*time.Second)
 		dir := t.TempDir()
 		if err := WriteFileAtomic(ctx, OSFS(), dir, "f", content("old")); err != nil {
 			t.Fatal(err)
@@ -250,7 +252,7 @@ func TestWriteFileAtomic(t *testing.T) {
 	})
 	t.Run("cancelled context stops the write", func(t *testing.T) {
 		t.Parallel()
-		ctx, cancel := context.WithCancel(testContext(t))
+		ctx, cancel := context.WithCancel(testkit.DetachedContext(t, 30*time.Second))
 		dir := t.TempDir()
 		err := WriteFileAtomic(ctx, OSFS(), dir, "f", func(w io.Writer) error {
 			if _, err := io.WriteString(w, "a"); err != nil {
@@ -269,7 +271,7 @@ func TestWriteFileAtomic(t *testing.T) {
 	})
 	t.Run("path through a file", func(t *testing.T) {
 		t.Parallel()
-		ctx := testContext(t)
+		ctx := testkit.DetachedContext(t, 30*time.Second)
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "x"), nil, 0o600); err != nil {
 			t.Fatal(err)

@@ -23,13 +23,6 @@ import (
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
-func testContext(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // genSpec describes a synthetic batch: partitions[p] is the offset range of
 // partition p, and every offset in it yields one record of idsPerRecord ids.
 type genSpec struct {

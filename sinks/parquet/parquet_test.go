@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 )
@@ -135,7 +136,7 @@ func TestWriteReadBackWithArrow(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ctx := testContext(t)
+			ctx := testkit.DetachedContext(t, 30*time.Second)
 			spec := tc.spec()
 			changes := generate(spec)
 			out := buildOutput(t, changes, spec.partitions)
@@ -205,7 +206,7 @@ func TestWriteReadBackWithArrow(t *testing.T) {
 // in between.
 func TestReplayIsByteIdentical(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t)
+	ctx := testkit.DetachedContext(t, 30*time.Second)
 	spec := defaultSpec()
 	out := buildOutput(t, generate(spec), spec.partitions)
 	other := defaultSpec()
@@ -270,7 +271,7 @@ func diffFiles(a, b map[string][]byte) string {
 
 func TestNamedBatch(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t)
+	ctx := testkit.DetachedContext(t, 30*time.Second)
 	spec := defaultSpec()
 	changes := generate(spec)
 	out := buildOutput(t, changes, nil)
@@ -309,7 +310,7 @@ func TestNamedBatch(t *testing.T) {
 
 func TestEmptyBatchWritesNothing(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t)
+	ctx := testkit.DetachedContext(t, 30*time.Second)
 	root := t.TempDir()
 	s := newTestSink(t, root, Options{})
 	for _, out := range []*pipeline.Output{
@@ -345,7 +346,7 @@ func TestRefusedBatches(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ctx := testContext(t)
+			ctx := testkit.DetachedContext(t, 30*time.Second)
 			root := t.TempDir()
 			reg := prometheus.NewRegistry()
 			s := newTestSink(t, root, Options{Registerer: reg})
@@ -365,7 +366,7 @@ func TestRefusedBatches(t *testing.T) {
 
 func TestCancelledWrite(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(testContext(t))
+	ctx, cancel := context.WithCancel(testkit.DetachedContext(t, 30*time.Second))
 	cancel()
 	root := t.TempDir()
 	s := newTestSink(t, root, Options{})
@@ -383,7 +384,7 @@ func TestCancelledWrite(t *testing.T) {
 
 func TestClosedSinkRefusesWrites(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t)
+	ctx := testkit.DetachedContext(t, 30*time.Second)
 	reg := prometheus.NewRegistry()
 	s, err := New(Config{Root: t.TempDir()}, Options{Registerer: reg})
 	if err != nil {
@@ -461,7 +462,7 @@ func TestConfigValidate(t *testing.T) {
 // PLAIN, and the values still read back.
 func TestDictionaryCap(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t)
+	ctx := testkit.DetachedContext(t, 30*time.Second)
 	spec := defaultSpec()
 	spec.partitions = map[int]pipeline.OffsetRange{0: {First: 0, Last: 199}}
 	spec.workspaces = []string{"acme"}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/stores/adminauth"
@@ -23,12 +24,12 @@ const testAdminToken = "cst_test-admin-token-0123456789"
 type adminFixture struct {
 	client *kafka.Client
 	srv    *httptest.Server
-	logs   *syncBuffer
+	logs   *testkit.SyncBuffer
 }
 
 func newAdminFixture(t *testing.T, client *kafka.Client, cfg Config) *adminFixture {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	loader, err := NewLoader(client, cfg, nil)
 	if err != nil {
@@ -54,7 +55,7 @@ func newAdminFixture(t *testing.T, client *kafka.Client, cfg Config) *adminFixtu
 // status, the raw answer and its headers.
 func (f *adminFixture) post(t *testing.T, path, token string, body io.Reader) (int, string, http.Header) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testContext(t, 20*time.Second), http.MethodPost, f.srv.URL+path, body)
+	req, err := http.NewRequestWithContext(testkit.Context(t, 20*time.Second), http.MethodPost, f.srv.URL+path, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func TestClientLoadsInChunksWithFileLineNumbers(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[int64]string{}
-	st, err := c.Load(testContext(t, 30*time.Second), "acme", strings.NewReader(strings.Join(lines, "\n")+"\n"), func(le LineError) {
+	st, err := c.Load(testkit.Context(t, 30*time.Second), "acme", strings.NewReader(strings.Join(lines, "\n")+"\n"), func(le LineError) {
 		got[le.Line] = le.Error
 	})
 	if err != nil {
@@ -236,7 +237,7 @@ func TestClientLoadsInChunksWithFileLineNumbers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bad.Load(testContext(t, 10*time.Second), "acme", strings.NewReader(`{"user_id":"u"}`), nil); !errors.Is(err, ErrUnauthorized) {
+	if _, err := bad.Load(testkit.Context(t, 10*time.Second), "acme", strings.NewReader(`{"user_id":"u"}`), nil); !errors.Is(err, ErrUnauthorized) {
 		t.Errorf("wrong token: %v", err)
 	}
 	for _, u := range []string{"ftp://x", "http://", "::"} {

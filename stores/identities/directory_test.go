@@ -10,22 +10,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka"
 )
 
 type openedDir struct {
 	*Directory
 	reg  *prometheus.Registry
-	logs *syncBuffer
+	logs *testkit.SyncBuffer
 }
 
 func openDir(t *testing.T, client *kafka.Client, path string) openedDir {
 	t.Helper()
 	cfg := testConfig(t)
 	cfg.Path = path
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	reg := prometheus.NewRegistry()
-	d, err := Open(testContext(t, 20*time.Second), client, cfg, Options{
+	d, err := Open(testkit.Context(t, 20*time.Second), client, cfg, Options{
 		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		Registerer: reg,
 	})
@@ -83,7 +84,7 @@ func TestDirectoryReplicaAcrossInstancesAndRestart(t *testing.T) {
 		`{"user_id":"u3","device_ids":["dev-3"]}`,
 	)
 	for _, d := range []*Directory{a.Directory, b.Directory} {
-		if err := d.WaitApplied(testContext(t, 20*time.Second)); err != nil {
+		if err := d.WaitApplied(testkit.Context(t, 20*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		check("after identification", d, map[string]struct{ got, want match }{
@@ -108,7 +109,7 @@ func TestDirectoryReplicaAcrossInstancesAndRestart(t *testing.T) {
 	if err := a.Healthy(); !errors.Is(err, ErrClosed) {
 		t.Errorf("healthy after close: %v", err)
 	}
-	if err := a.WaitApplied(testContext(t, 5*time.Second)); err == nil {
+	if err := a.WaitApplied(testkit.Context(t, 5*time.Second)); err == nil {
 		t.Error("WaitApplied on a closed directory succeeded")
 	}
 	stored := func() map[int]int64 {
@@ -153,7 +154,7 @@ func TestDirectorySkipsForeignRecordsAndKeepsTailing(t *testing.T) {
 	d := openDir(t, client, dirPath(t))
 	w := client.Writer(client.Config().Topics.Identities)
 	t.Cleanup(func() { _ = w.Close() })
-	ctx := testContext(t, 20*time.Second)
+	ctx := testkit.Context(t, 20*time.Second)
 	if err := w.WriteMessages(ctx, kafkaMessage("acme/u1", "garbage")); err != nil {
 		t.Fatal(err)
 	}
@@ -178,32 +179,32 @@ func TestOpenErrors(t *testing.T) {
 	bad := testConfig(t)
 	bad.Path = ""
 	bad.PollWait = 0
-	if _, err := Open(testContext(t, 5*time.Second), client, bad, Options{}); err == nil ||
+	if _, err := Open(testkit.Context(t, 5*time.Second), client, bad, Options{}); err == nil ||
 		!strings.Contains(err.Error(), "path: must not be empty") || !strings.Contains(err.Error(), "poll_wait:") {
 		t.Errorf("bad config: %v", err)
 	}
-	if _, err := Open(testContext(t, 5*time.Second), nil, testConfig(t), Options{}); err == nil {
+	if _, err := Open(testkit.Context(t, 5*time.Second), nil, testConfig(t), Options{}); err == nil {
 		t.Error("nil client accepted")
 	}
-	if _, err := Open(testContext(t, 5*time.Second), client, testConfig(t), Options{Topic: "no-such-topic-" + t.Name()}); err == nil {
+	if _, err := Open(testkit.Context(t, 5*time.Second), client, testConfig(t), Options{Topic: "no-such-topic-" + t.Name()}); err == nil {
 		t.Error("missing topic accepted")
 	}
 	// A second process on the same file fails instead of hanging.
 	cfg := testConfig(t)
 	openDir(t, client, cfg.Path)
 	cfg.OpenTimeout = 100 * time.Millisecond
-	if _, err := Open(testContext(t, 5*time.Second), client, cfg, Options{}); err == nil || !strings.Contains(err.Error(), "another process holds it") {
+	if _, err := Open(testkit.Context(t, 5*time.Second), client, cfg, Options{}); err == nil || !strings.Contains(err.Error(), "another process holds it") {
 		t.Errorf("second open: %v", err)
 	}
 	// Two directories cannot share a registry.
 	reg := prometheus.NewRegistry()
 	c1 := testConfig(t)
-	d1, err := Open(testContext(t, 20*time.Second), client, c1, Options{Registerer: reg})
+	d1, err := Open(testkit.Context(t, 20*time.Second), client, c1, Options{Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d1.Close()
-	if _, err := Open(testContext(t, 20*time.Second), client, testConfig(t), Options{Registerer: reg}); err == nil || !strings.Contains(err.Error(), "another identity directory") {
+	if _, err := Open(testkit.Context(t, 20*time.Second), client, testConfig(t), Options{Registerer: reg}); err == nil || !strings.Contains(err.Error(), "another identity directory") {
 		t.Errorf("second registration: %v", err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
 
 func TestLineReader(t *testing.T) {
@@ -60,11 +62,11 @@ func TestLoaderErrors(t *testing.T) {
 	t.Parallel()
 	client := newTestClient(t)
 	l := newTestLoader(t, client)
-	if _, err := l.Load(testContext(t, 5*time.Second), "Bad Workspace", strings.NewReader(`{"user_id":"u"}`), nil); !errors.Is(err, ErrInvalidWorkspace) {
+	if _, err := l.Load(testkit.Context(t, 5*time.Second), "Bad Workspace", strings.NewReader(`{"user_id":"u"}`), nil); !errors.Is(err, ErrInvalidWorkspace) {
 		t.Errorf("bad workspace: %v", err)
 	}
 	failing := io.MultiReader(strings.NewReader(`{"user_id":"u1"}`+"\n"), errReader{})
-	st, err := l.Load(testContext(t, 5*time.Second), "acme", failing, nil)
+	st, err := l.Load(testkit.Context(t, 5*time.Second), "acme", failing, nil)
 	if err == nil || !strings.Contains(err.Error(), "read line 2") {
 		t.Errorf("failing reader: %+v, %v", st, err)
 	}

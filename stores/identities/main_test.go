@@ -1,8 +1,6 @@
 package identities
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -10,13 +8,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 )
@@ -35,13 +33,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	c.Close()
 	os.Exit(code)
-}
-
-func testContext(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 var nonTopicChars = regexp.MustCompile(`[^a-zA-Z0-9._-]`)
@@ -81,30 +72,12 @@ func newTestLoader(t *testing.T, client *kafka.Client) *Loader {
 // land loads NDJSON lines and fails the test on any rejection.
 func land(t *testing.T, l *Loader, ws string, lines ...string) {
 	t.Helper()
-	st, err := l.Load(testContext(t, 20*time.Second), ws, strings.NewReader(strings.Join(lines, "\n")), func(le LineError) {
+	st, err := l.Load(testkit.Context(t, 20*time.Second), ws, strings.NewReader(strings.Join(lines, "\n")), func(le LineError) {
 		t.Errorf("line %d rejected: %s", le.Line, le.Error)
 	})
 	if err != nil || st.Accepted != int64(len(lines)) {
 		t.Fatalf("load: %+v, %v", st, err)
 	}
-}
-
-// syncBuffer is a log sink safe for the tails' goroutines and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func dirPath(t *testing.T) string { return filepath.Join(t.TempDir(), FileName) }

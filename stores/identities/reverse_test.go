@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
 
 func TestIndexLookupUser(t *testing.T) {
@@ -66,7 +68,7 @@ func TestDirectoryLookupUser(t *testing.T) {
 	land(t, newTestLoader(t, client), "acme",
 		`{"user_id":"u1","external_id":"ext-1","device_ids":["d1","d2"],"aliases":[{"alias_name":"a","alias_label":"l"}]}`)
 	d := openDir(t, client, dirPath(t))
-	if err := d.WaitApplied(testContext(t, 20*time.Second)); err != nil {
+	if err := d.WaitApplied(testkit.Context(t, 20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	rec, found, err := d.LookupUser("acme", "u1")

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/stores/adminauth"
 )
 
@@ -24,7 +25,7 @@ func (m tokenTable) Verify(tok string) (adminauth.Token, bool) {
 func TestAdminAPIWorkspaceTokens(t *testing.T) {
 	t.Parallel()
 	f := newAdminFixture(t)
-	ctx := testContext(t, 20*time.Second)
+	ctx := testkit.Context(t, 20*time.Second)
 	admin, err := adminauth.NewAdminToken(testAdminToken)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/stores/adminauth"
 )
 
@@ -19,12 +20,12 @@ const testAdminToken = "cst_test-admin-token-0123456789"
 type adminFixture struct {
 	store *Store
 	srv   *httptest.Server
-	logs  *syncBuffer
+	logs  *testkit.SyncBuffer
 }
 
 func newAdminFixture(t *testing.T) *adminFixture {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store := openStore(t, newTestClient(t, testBrokers), Options{Logger: log})
 	auth, err := adminauth.NewAdminToken(testAdminToken)
@@ -46,7 +47,7 @@ func newAdminFixture(t *testing.T) *adminFixture {
 // call sends one request and returns the status, the raw body and the response headers.
 func (f *adminFixture) call(t *testing.T, method, path, token, body string) (int, string, http.Header) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testContext(t, 20*time.Second), method, f.srv.URL+path, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(testkit.Context(t, 20*time.Second), method, f.srv.URL+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func (f *adminFixture) call(t *testing.T, method, path, token, body string) (int
 func TestAdminAPIErrors(t *testing.T) {
 	t.Parallel()
 	f := newAdminFixture(t)
-	ctx := testContext(t, 20*time.Second)
+	ctx := testkit.Context(t, 20*time.Second)
 	other, _, err := f.store.Create(ctx, "other", "mixpanel", "")
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +215,7 @@ func TestAdminAPILifecycle(t *testing.T) {
 func TestClientAgainstServer(t *testing.T) {
 	t.Parallel()
 	f := newAdminFixture(t)
-	ctx := testContext(t, 20*time.Second)
+	ctx := testkit.Context(t, 20*time.Second)
 	c, err := NewClient(f.srv.URL+"/", testAdminToken, f.srv.Client())
 	if err != nil {
 		t.Fatal(err)

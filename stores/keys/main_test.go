@@ -1,7 +1,6 @@
 package keys
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka"
 )
 
@@ -29,14 +29,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	c.Close()
 	os.Exit(code)
-}
-
-// testContext bounds a test so that a hung broker fails it instead of the whole run.
-func testContext(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 var nonTopicChars = regexp.MustCompile(`[^a-zA-Z0-9._-]`)
@@ -57,7 +49,7 @@ func newTestClient(t *testing.T, brokers []string) *kafka.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(client.Close)
-	ctx := testContext(t, 20*time.Second)
+	ctx := testkit.Context(t, 20*time.Second)
 	var specs []kafka.TopicSpec
 	for _, s := range client.StandardTopics() {
 		if s.Name == cfg.Topics.Keys {
@@ -73,7 +65,7 @@ func newTestClient(t *testing.T, brokers []string) *kafka.Client {
 // openStore opens a store on client and closes it when the test ends.
 func openStore(t *testing.T, client *kafka.Client, opts Options) *Store {
 	t.Helper()
-	s, err := Open(testContext(t, 20*time.Second), client, opts)
+	s, err := Open(testkit.Context(t, 20*time.Second), client, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,11 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
 
 func TestStoreLifecycle(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	s := openStore(t, newTestClient(t, testBrokers), Options{})
 
 	k1, secret1, err := s.Create(ctx, "acme", "mixpanel", "first")
@@ -107,7 +108,7 @@ func TestStoreLifecycle(t *testing.T) {
 
 func TestListReturnsCopies(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	s := openStore(t, newTestClient(t, testBrokers), Options{})
 	k, _, err := s.Create(ctx, "acme", "mixpanel", "")
 	if err != nil {
@@ -125,7 +126,7 @@ func TestListReturnsCopies(t *testing.T) {
 
 func TestVerifySecretRejects(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	reg := prometheus.NewRegistry()
 	s := openStore(t, newTestClient(t, testBrokers), Options{Registerer: reg})
 	k, secret, err := s.Create(ctx, "acme", "amplitude", "")
@@ -189,7 +190,7 @@ func flip(c byte) string {
 
 func TestCreateValidation(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	s := openStore(t, newTestClient(t, testBrokers), Options{})
 	tests := []struct {
 		name, workspace, partner, label string
@@ -217,7 +218,7 @@ func TestCreateValidation(t *testing.T) {
 // works on another, and a revocation on either is refused by both within 5 s.
 func TestRevocationAcrossInstances(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	client := newTestClient(t, testBrokers)
 	a := openStore(t, client, Options{})
 	b := openStore(t, client, Options{})
@@ -252,7 +253,7 @@ func TestRevocationAcrossInstances(t *testing.T) {
 // every key and every revocation.
 func TestReopenSeesEverything(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 60*time.Second)
+	ctx := testkit.Context(t, 60*time.Second)
 	// Own cluster: compaction is cluster-wide and must not touch other tests.
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
@@ -312,7 +313,7 @@ func TestReopenSeesEverything(t *testing.T) {
 // might: the store skips it and keeps applying what follows.
 func TestBadRecordsDoNotStopTheTail(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	client := newTestClient(t, testBrokers)
 	reg := prometheus.NewRegistry()
 	s := openStore(t, client, Options{Registerer: reg})
@@ -370,7 +371,7 @@ func TestBadRecordsDoNotStopTheTail(t *testing.T) {
 
 func TestMetricsRegistration(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	client := newTestClient(t, testBrokers)
 	reg := prometheus.NewRegistry()
 	s, err := Open(ctx, client, Options{Registerer: reg})
@@ -396,7 +397,7 @@ func TestMetricsRegistration(t *testing.T) {
 func TestOpenFailsOnMissingTopic(t *testing.T) {
 	t.Parallel()
 	client := newTestClient(t, testBrokers)
-	ctx := testContext(t, 2*time.Second)
+	ctx := testkit.Context(t, 2*time.Second)
 	start := time.Now()
 	_, err := Open(ctx, client, Options{Topic: "keys.does-not-exist"})
 	if err == nil {
@@ -411,7 +412,7 @@ func TestOpenFailsOnMissingTopic(t *testing.T) {
 // instead of silently serving an index that may miss revocations.
 func TestHealthyReportsLostBroker(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
@@ -434,7 +435,7 @@ func TestHealthyReportsLostBroker(t *testing.T) {
 	if _, ok := s.VerifySecret(secret); !ok {
 		t.Fatal("the index should stay readable; callers decide with Healthy")
 	}
-	if _, _, err := s.Create(testContext(t, time.Second), "acme", "mixpanel", ""); err == nil {
+	if _, _, err := s.Create(testkit.Context(t, time.Second), "acme", "mixpanel", ""); err == nil {
 		t.Fatal("Create succeeded without a broker")
 	}
 	closed := make(chan error, 1)
@@ -454,8 +455,8 @@ func TestHealthyReportsLostBroker(t *testing.T) {
 
 func TestStoreNeverLogsSecrets(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 30*time.Second)
-	var buf syncBuffer
+	ctx := testkit.Context(t, 30*time.Second)
+	var buf testkit.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	client := newTestClient(t, testBrokers)
 	s := openStore(t, client, Options{Logger: log})
@@ -483,22 +484,4 @@ func assertNoSecret(t *testing.T, logs, secret, keyID string) {
 	if !strings.Contains(logs, keyID) {
 		t.Fatalf("logs do not mention key %s at all:\n%s", keyID, logs)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

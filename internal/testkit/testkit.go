@@ -1,0 +1,54 @@
+// Package testkit holds the scaffolding that many packages' tests share: a
+// bounded context per test and a log buffer that concurrent writers may use.
+// It is imported only by _test.go files.
+package testkit
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Context returns a context that ends when the test's body ends or after d,
+// whichever comes first, so a hung broker or server fails the test instead of
+// stalling the whole suite until go test's own timeout.
+func Context(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// DetachedContext is Context for tests whose cleanups still need the context
+// (closing a writer, draining a consumer): it is not cancelled when the body
+// returns, only after d or once every cleanup has run.
+func DetachedContext(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// SyncBuffer is a bytes.Buffer that a logger and the test may use at once:
+// slog handlers write from whichever goroutine logs, and the race detector
+// flags a plain buffer read by the test meanwhile.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
