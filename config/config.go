@@ -167,7 +167,7 @@ func newPartner() Partner {
 	return Partner{Enabled: true}
 }
 
-// Retention is the import rule that drops old records (DESIGN §3).
+// Retention is the import rule that drops old records (docs/ARCHITECTURE.md, Import rules).
 type Retention struct {
 	// Cutoff is an RFC 3339 instant: records whose event time is before it
 	// are dropped and counted under the reason "retention".

@@ -19,7 +19,7 @@ type CohortOutcome struct {
 }
 
 // Expected is the outcome a run must produce on a fresh workspace, computed
-// by applying the import rules (DESIGN §3) to the plan here, independently
+// by applying the import rules (docs/ARCHITECTURE.md, Import rules) to the plan here, independently
 // of the service.
 type Expected struct {
 	Cohorts []CohortOutcome

@@ -9,7 +9,7 @@ import (
 )
 
 // Kinds of demo users. They differ in how a partner refers to them and in
-// which of their ids still match (DESIGN §3).
+// which of their ids still match (docs/ARCHITECTURE.md, Import rules).
 const (
 	// KindAnonymous users have device ids only; syncs name them by device id.
 	KindAnonymous = "anonymous"

@@ -247,7 +247,7 @@ func (e *groupEnv) startRunner(t *testing.T, ctx context.Context, cfg kafka.Grou
 	t.Cleanup(func() {
 		cancel()
 		<-h.done
-		_ = r.Close()
+		_ = r.UnregisterMetrics()
 	})
 	return h
 }

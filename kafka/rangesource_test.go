@@ -420,7 +420,7 @@ func TestRangeSourceDrivesRunnerToItsEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	defer r.UnregisterMetrics()
 	// Run returns by itself: ctx is never cancelled before it does.
 	if err := r.Run(ctx); err != nil {
 		t.Fatalf("run: %v", err)
@@ -489,7 +489,7 @@ func (e *rangeEnv) runRange(t *testing.T, ctx context.Context, opts kafka.RangeO
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	defer r.UnregisterMetrics()
 	if err := r.Run(ctx); err != nil {
 		t.Fatalf("run: %v", err)
 	}

@@ -70,7 +70,7 @@ func (nopDeadLetter) Send(context.Context, pipeline.Message, string, error) erro
 // (decode call, transform call, resolve call, positions, metrics, the
 // hand-over between its two goroutines, ack) with stages that do nothing.
 func BenchmarkRunnerOverhead(b *testing.B) {
-	value := make([]byte, 218) // the size of a landed record measured in DESIGN §5
+	value := make([]byte, 218) // the size of a landed record (docs/ARCHITECTURE.md, Measured facts)
 	cb := schemas.NewChangesBuilder(nil)
 	empty := cb.NewRecordBatch()
 	cb.Release()
@@ -94,7 +94,7 @@ func BenchmarkRunnerOverhead(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer r.Close()
+			defer r.UnregisterMetrics()
 			b.SetBytes(int64(len(value)))
 			b.ReportAllocs()
 			b.ResetTimer()

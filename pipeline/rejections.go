@@ -2,7 +2,7 @@ package pipeline
 
 import "sort"
 
-// Rejection reasons. Each one names a rule of the import (DESIGN §3).
+// Rejection reasons. Each one names a rule of the import (docs/ARCHITECTURE.md, Import rules).
 const (
 	ReasonRetention                = "retention"
 	ReasonUnknownUser              = "unknown_user"

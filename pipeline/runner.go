@@ -173,9 +173,10 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 	}, nil
 }
 
-// Close unregisters the metrics so a new runner can use the same registry.
+// UnregisterMetrics removes the runner's collectors so a new runner can use
+// the same registry.
 // It does not close the source or the sinks.
-func (r *Runner) Close() error {
+func (r *Runner) UnregisterMetrics() error {
 	r.m.unregister()
 	return nil
 }

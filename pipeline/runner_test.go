@@ -271,7 +271,7 @@ func newTestRunner(t *testing.T, opts pipeline.RunnerOptions) (*pipeline.Runner,
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = r.Close() })
+	t.Cleanup(func() { _ = r.UnregisterMetrics() })
 	return r, reg
 }
 

@@ -33,7 +33,7 @@ import (
 	"github.com/cohortsync/cohortsync/stores/identities"
 )
 
-// TestScaleOutThreeInstances is the scale-out proof of issue 7: three
+// TestScaleOutThreeInstances is the scale-out proof: three
 // pipeline instances share one consumer group on a 3-broker kfake cluster
 // whose landing topic has 12 partitions, and write to one ClickHouse
 // database. Records land in waves while they run. Mid-stream one instance is

@@ -18,7 +18,7 @@ import (
 	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 )
 
-// segmentAnswers is everything issue 5's acceptance compares between the
+// segmentAnswers is everything the engines' acceptance compares between the
 // engines: member lists, per-user answers and data points.
 type segmentAnswers struct {
 	ANotB      []string
@@ -40,7 +40,7 @@ type dataPointRow struct {
 	Transitions int64  `json:"transitions"`
 }
 
-// TestSegmentsAnswerAlikeOnBothEngines is issue 5's acceptance: after a
+// TestSegmentsAnswerAlikeOnBothEngines is the acceptance test of the query side: after a
 // scripted Mixpanel-style sync of three overlapping cohorts (the demo's plan:
 // anonymous, later identified and aliased users, adds, removes, a restarted
 // sync), "A and not B" with its count, pages and per-user reasons, its as_of

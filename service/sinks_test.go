@@ -106,7 +106,7 @@ func (c clickhouseState) billable(t *testing.T) int64 {
 	return n
 }
 
-// TestDynamicSyncRestartedAndReplayed runs issue 4's acceptance scenario on
+// TestDynamicSyncRestartedAndReplayed runs the sinks' acceptance scenario on
 // both states of record: a Mixpanel-style dynamic sync sends adds and
 // removes, one sync is restarted from the top (the same changes arrive
 // again as new records), and then everything landed is replayed from Kafka

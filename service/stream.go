@@ -209,7 +209,7 @@ func (s *Stream) Stop() error {
 func (s *Stream) close() error {
 	var errs []error
 	if s.runner != nil {
-		errs = append(errs, s.runner.Close())
+		errs = append(errs, s.runner.UnregisterMetrics())
 	}
 	for _, sink := range s.sinks {
 		errs = append(errs, sink.Close())
@@ -223,7 +223,7 @@ func (s *Stream) close() error {
 	return errors.Join(errs...)
 }
 
-// importRules builds the stream's transforms and identity stage (DESIGN §3);
+// importRules builds the stream's transforms and identity stage (docs/ARCHITECTURE.md, Import rules);
 // backfills count their outcome with the very same stages.
 func importRules(cfg config.Config, dir identity.Directory, reg prometheus.Registerer, log *slog.Logger) ([]pipeline.Transform, *identity.Resolver, error) {
 	cutoff, err := cfg.Retention.CutoffTime()

@@ -178,7 +178,7 @@ func exportFiles(t *testing.T, dir string, plan demo.Plan, cfg demo.Config) (ndj
 	return ndjson, csv
 }
 
-// TestBackfillFromFilesReachesTheStreamState is issue 6's acceptance for
+// TestBackfillFromFilesReachesTheStreamState is the backfill acceptance test for
 // files: the same Mixpanel-style syncs, once pushed through the partner API
 // of a running service and once backfilled from NDJSON bodies and from CSV
 // into fresh data directories, end in the same membership and data points;
@@ -482,7 +482,7 @@ func profiles(plan demo.Plan, users []int) (out []map[string]any, members []stri
 	return out, members
 }
 
-// TestBackfillFromMixpanel is issue 6's acceptance for the Engage API: a
+// TestBackfillFromMixpanel is the backfill acceptance test for the Engage API: a
 // fresh workspace reaches the cohort's member list (what a stream of the
 // same adds reaches), a second run lands nothing, and a changed list lands
 // only the difference.

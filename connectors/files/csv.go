@@ -12,7 +12,7 @@ import (
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
-// CSVHeader is the one header a CSV backfill file may have (issue 6).
+// CSVHeader is the one header a CSV backfill file may have (docs/OPERATIONS.md, Replay and backfill).
 const CSVHeader = "workspace,partner,cohort_id,id_kind,id,action,event_time"
 
 const csvColumns = 7

@@ -3,7 +3,7 @@ package partnerapi
 import "github.com/cohortsync/cohortsync/schemas"
 
 // MaxIDsPerRequest is the documented limit of user_ids, device_ids and
-// aliases combined in one /cohorts/users request (DESIGN §2).
+// aliases combined in one /cohorts/users request (README, The partner API).
 const MaxIDsPerRequest = maxIDsPerRequest
 
 // BodyError is a request body refused by the rules of the HTTP API. Its

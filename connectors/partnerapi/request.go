@@ -10,7 +10,7 @@ import (
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
-// Response texts. The ones from DESIGN.md §2 are the Braze-compatible
+// Response texts. The ones README lists under "The partner API" are the Braze-compatible
 // contract: partners match on them, so they must not change by a byte.
 const (
 	msgCohortID           = "cohort_id must be a valid string"

@@ -76,7 +76,8 @@ func (s chSource) Members(ctx context.Context, k parquet.CohortKey, fn func(stri
 	return s.ch.SnapshotMembers(ctx, k.Workspace, k.Partner, k.CohortID, fn)
 }
 
-// Config is the snapshots section of the configuration.
+// Config holds the snapshot job's settings; service copies them from the
+// configuration's snapshots section (config.Snapshots).
 type Config struct {
 	// Interval between two rounds of snapshots of the changed cohorts; a
 	// negative interval turns the timer off (on-demand snapshots still work).

@@ -45,7 +45,7 @@ func (e *Engine) DataPoints(ctx context.Context, workspace string, from, to time
 		return nil, fmt.Errorf("segments/clickhouse: group by %q: want day, partner or cohort", groupBy)
 	}
 	// Dates are bound as 'YYYY-MM-DD' text under toDate: a time.Time
-	// compared with a Date returns no rows on 18.16 (DESIGN §7).
+	// compared with a Date returns no rows on 18.16 (docs/ARCHITECTURE.md, ClickHouse dialect limits).
 	fromDay, toDay := from.UTC().Format(time.DateOnly), to.UTC().Format(time.DateOnly)
 	q := "SELECT " + key + `, count() AS billable, sum(eff) AS transitions
 FROM (

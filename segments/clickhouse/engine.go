@@ -1,7 +1,7 @@
 // Package clickhouse is the segment engine over the tables the ClickHouse
 // sink (sinks/clickhouse) writes. It evaluates filters, explains answers,
 // exports members and reports data points and cohorts with SQL that runs on
-// ClickHouse 18.16 and on current releases (DESIGN §7).
+// ClickHouse 18.16 and on current releases (docs/ARCHITECTURE.md, ClickHouse dialect limits).
 //
 // Semantics, shared with the embedded engine:
 //

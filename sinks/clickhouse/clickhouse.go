@@ -4,7 +4,7 @@
 // tables (Migrate), and answers the read queries tests and segments need.
 //
 // Every statement runs on ClickHouse 18.16 (Debian's, used in CI) and on
-// current releases; DESIGN §7 lists the dialect limits this follows. Inserts
+// current releases; docs/ARCHITECTURE.md ("ClickHouse dialect limits") lists the limits this follows. Inserts
 // never use INSERT ... VALUES, which hangs on 18.16.
 //
 // Redelivery is harmless by construction: every table is a ReplacingMergeTree

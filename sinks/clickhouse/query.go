@@ -62,7 +62,7 @@ ORDER BY partner, cohort_id, day`
 			return err
 		}
 		// The day travels as text: a Date bound or scanned as time.Time is
-		// where 18.16 and the driver disagree (DESIGN §7).
+		// where 18.16 and the driver disagree (docs/ARCHITECTURE.md, ClickHouse dialect limits).
 		d, err := time.Parse(time.DateOnly, day)
 		if err != nil {
 			return fmt.Errorf("day %q: %w", day, err)

@@ -7,9 +7,10 @@ import (
 	"time"
 )
 
-// Config is the parquet sink section of the configuration. Zero fields take
+// Config holds the Parquet sink's settings; service fills it from the data
+// directory and the snapshots section. Zero fields take
 // their defaults (WithDefaults). Field paths in Validate are relative to this
-// section.
+// struct.
 type Config struct {
 	// Root is the directory that holds changes/, datapoints/ and
 	// snapshots/; the service sets it to DATA_DIR/parquet.
@@ -17,7 +18,7 @@ type Config struct {
 	// DictionaryMaxBytes caps each column's dictionary per row group. Past
 	// it a column falls back to PLAIN for the rest of the row group: without
 	// the cap the high-cardinality user_id and id_value dictionaries cost
-	// more memory and time than they save (DESIGN §8).
+	// more memory and time than they save (docs/ARCHITECTURE.md, Measured facts).
 	DictionaryMaxBytes int64 `yaml:"dictionary_max_bytes"`
 	// PageBufferBytes is the uncompressed size a column buffers before it
 	// writes a page. Smaller pages prune finer through the page index; the

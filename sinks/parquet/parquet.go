@@ -1,6 +1,6 @@
 // Package parquet is the Parquet sink: it writes each batch's resolved
 // membership changes and data points as Parquet files in Hive-style folders
-// (DESIGN §4) that DuckDB, Spark and ClickHouse read:
+// that DuckDB, Spark and ClickHouse read:
 //
 //	<root>/changes/workspace=W/date=D/part-<name>.parquet
 //	<root>/datapoints/workspace=W/date=D/part-<name>.parquet

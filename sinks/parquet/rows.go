@@ -36,7 +36,7 @@ type changeRow struct {
 }
 
 // dataPointRow is one row of a datapoints/ file: one accepted assignment,
-// which is one billable data point (DESIGN §3). (record_id, position) is
+// which is one billable data point (docs/ARCHITECTURE.md, Import rules). (record_id, position) is
 // its identity across replays.
 type dataPointRow struct {
 	Workspace string `parquet:"workspace,dict"`

@@ -11,7 +11,8 @@ import (
 // FileName is the store's file inside the data directory.
 const FileName = "state.db"
 
-// Config is the state store section of the configuration.
+// Config holds the embedded state store's settings. It is not read from the
+// configuration file: service fills it from the data directory.
 type Config struct {
 	// Path of the bbolt file, DATA_DIR/state.db by default.
 	Path string `yaml:"path"`

@@ -11,7 +11,8 @@ import (
 // FileName is the replica's file inside the data directory.
 const FileName = "identities.db"
 
-// Config is the identities section of the configuration.
+// Config holds the identity directory's settings. It is not read from the
+// configuration file: service fills it from the data directory.
 type Config struct {
 	// Path of the replica's bbolt file, DATA_DIR/identities.db by default.
 	Path string `yaml:"path"`

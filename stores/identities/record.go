@@ -1,6 +1,6 @@
 // Package identities is the identity directory: which external ids, aliases
 // and device ids belong to which user of a workspace, and whether the user is
-// identified (DESIGN §3).
+// identified (docs/ARCHITECTURE.md, Import rules).
 //
 // The directory of record is the compacted topic cohortsync.identities,
 // keyed by workspace/user_id, so that compaction keeps exactly the latest

@@ -1,5 +1,5 @@
 // Package identity resolves every id of a membership change to a user of the
-// identity directory (DESIGN §3) and emits the resolved changes as one Arrow
+// identity directory (docs/ARCHITECTURE.md, Import rules) and emits the resolved changes as one Arrow
 // batch with the columns of schemas.ChangesSchema.
 //
 // Rules, per id of a change, against the directory of the record's workspace:

@@ -27,7 +27,7 @@ func ExternalID(id string) ID    { return ID{Kind: schemas.IDKindExternalID, Val
 func DeviceID(id string) ID      { return ID{Kind: schemas.IDKindDeviceID, Value: id} }
 func AliasID(a schemas.Alias) ID { return ID{Kind: schemas.IDKindAlias, Alias: a} }
 
-// ResolveID is the identity rule of DESIGN §3 for one id, shared by the
+// ResolveID is the identity rule of docs/ARCHITECTURE.md ("Import rules") for one id, shared by the
 // stream (Resolver) and every backfill that must decide exactly as the
 // stream would:
 //

@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// DefaultCutoff is the retention cutoff of the import rules (DESIGN §3).
+// DefaultCutoff is the retention cutoff of the import rules (docs/ARCHITECTURE.md, Import rules).
 var DefaultCutoff = time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// Config is the retention section of the configuration.
+// Config holds the retention stage's settings; service builds it from the
+// configuration's retention section (config.Retention), parsing the cutoff.
 type Config struct {
 	// Cutoff drops records whose event time is before it. An RFC 3339 time in
 	// YAML, e.g. 2010-01-01T00:00:00Z.

@@ -1,5 +1,5 @@
 // Package retention drops landed records whose event time is before the
-// retention cutoff (DESIGN §3), counting every one of them and its ids under
+// retention cutoff (docs/ARCHITECTURE.md, Import rules), counting every one of them and its ids under
 // pipeline.ReasonRetention so that nothing disappears unaccounted.
 package retention
 
