@@ -67,6 +67,7 @@ type Runner struct {
 	lastBatch time.Time
 	batches   uint64
 	failing   map[string]*StageFailure
+	totals    Totals
 }
 
 // StageFailure describes a stage whose latest call failed and is being retried.
@@ -173,6 +174,14 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 	}, nil
 }
 
+// Totals returns what the runner has made durable so far: the sum over every
+// batch that all sinks acknowledged. It stays readable after Run returns.
+func (r *Runner) Totals() Totals {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.totals.clone()
+}
+
 // UnregisterMetrics removes the runner's collectors so a new runner can use
 // the same registry.
 // It does not close the source or the sinks.
@@ -208,6 +217,7 @@ func (r *Runner) Status() Status {
 type job struct {
 	batch Batch
 	out   Output
+	tally Totals // what this batch adds to the runner's Totals once acked
 }
 
 func (j *job) release() {
@@ -324,6 +334,7 @@ func (r *Runner) produce(ctx, work context.Context, jobs chan<- *job, nacked *at
 // returns an error only when ctx ends (the drain deadline).
 func (r *Runner) process(ctx context.Context, b Batch) (*job, error) {
 	rej := NewRejections()
+	tally := Totals{Batches: 1, Messages: int64(len(b.Messages))}
 	positions := map[int]OffsetRange{}
 	recs := make([]Record, 0, len(b.Messages))
 
@@ -355,6 +366,7 @@ func (r *Runner) process(ctx context.Context, b Batch) (*job, error) {
 			Reason:   reason,
 		})
 		r.m.dropped.WithLabelValues(StageDecode, reason).Inc()
+		tally.DeadLettered = addCounts(tally.DeadLettered, map[string]int64{reason: 1})
 	}
 	r.m.emitted.WithLabelValues(StageDecode).Add(float64(len(recs)))
 	r.m.duration.WithLabelValues(StageDecode).Observe(time.Since(start).Seconds())
@@ -383,6 +395,7 @@ func (r *Runner) process(ctx context.Context, b Batch) (*job, error) {
 			r.m.dropped.WithLabelValues(name, reason).Add(float64(n))
 			counted += n
 		}
+		tally.DroppedRecords = addCounts(tally.DroppedRecords, tr.recordsByReason())
 		if gone := int64(len(recs) - len(kept)); gone > counted {
 			r.m.dropped.WithLabelValues(name, ReasonUncounted).Add(float64(gone - counted))
 			r.log.ErrorContext(ctx, "transform dropped records without counting them", "stage", name, "records", gone-counted)
@@ -420,6 +433,8 @@ func (r *Runner) process(ctx context.Context, b Batch) (*job, error) {
 	for reason, n := range rr.idsByReason() {
 		r.m.dropped.WithLabelValues(StageResolve, reason).Add(float64(n))
 	}
+	tally.Changes = changes.NumRows()
+	tally.RejectedIDs = addCounts(tally.RejectedIDs, rr.idsByReason())
 
 	var cohorts []Record
 	for _, rec := range recs {
@@ -428,7 +443,7 @@ func (r *Runner) process(ctx context.Context, b Batch) (*job, error) {
 			cohorts = append(cohorts, rec)
 		}
 	}
-	return &job{batch: b, out: Output{Changes: changes, Cohorts: cohorts, Rejections: rej, Positions: positions}}, nil
+	return &job{batch: b, out: Output{Changes: changes, Cohorts: cohorts, Rejections: rej, Positions: positions}, tally: tally}, nil
 }
 
 func (r *Runner) deadLetter(ctx context.Context, msg Message, reason string, cause error) error {
@@ -472,6 +487,7 @@ func (r *Runner) write(ctx, work context.Context, j *job) bool {
 	r.mu.Lock()
 	r.lastBatch = now
 	r.batches++
+	r.totals.add(j.tally)
 	r.mu.Unlock()
 	r.m.batches.WithLabelValues("acked").Inc()
 	r.m.lastBatch.Set(float64(now.UnixNano()) / 1e9)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -417,6 +418,16 @@ func TestRunnerStagesCountsAndOutput(t *testing.T) {
 	if st.Batches != 2 || st.LastBatch.IsZero() || len(st.Failing) != 0 || st.HasSource {
 		t.Errorf("status %+v", st)
 	}
+	// The totals are the same outcome as a value, counted once per acked
+	// batch although the transform and the sink each failed and retried.
+	wantTotals := pipeline.Totals{
+		Batches: 2, Messages: 6, Changes: 2,
+		DeadLettered:   map[string]int64{"malformed": 2},
+		DroppedRecords: map[string]int64{"retention": 1},
+	}
+	if got := r.Totals(); !reflect.DeepEqual(got, wantTotals) {
+		t.Errorf("Totals() = %+v, want %+v", got, wantTotals)
+	}
 }
 
 // gathered sums the samples of name carrying every label given as
@@ -477,10 +488,16 @@ func TestRunnerNacksWhatMissesTheDrainDeadline(t *testing.T) {
 	cfg.DrainTimeout = 50 * time.Millisecond
 	r, reg := newTestRunner(t, pipeline.RunnerOptions{Source: src, Sinks: []pipeline.Sink{sink}, DeadLetter: &deadLetters{}, RunnerConfig: cfg})
 	start := time.Now()
+	// Stop only once the sink holds the first batch and the source has
+	// handed out the second: on a loaded machine the second may otherwise
+	// not have been fetched yet, and a batch never fetched is not nacked.
 	err := runUntil(t, r, func() bool {
+		src.mu.Lock()
+		handed := src.handed
+		src.mu.Unlock()
 		sink.mu.Lock()
 		defer sink.mu.Unlock()
-		return sink.calls > 0
+		return sink.calls > 0 && handed == 2
 	})
 	if !errors.Is(err, pipeline.ErrDrainTimeout) {
 		t.Fatalf("Run = %v, want ErrDrainTimeout", err)
@@ -494,6 +511,10 @@ func TestRunnerNacksWhatMissesTheDrainDeadline(t *testing.T) {
 	}
 	if got := gathered(t, reg, "cohortsync_runner_batches_total", "result=nacked"); got != 2 {
 		t.Errorf("batches_total{nacked} = %v, want 2", got)
+	}
+	// Nothing was made durable, so nothing is in the totals.
+	if got := r.Totals(); !reflect.DeepEqual(got, pipeline.Totals{}) {
+		t.Errorf("Totals() = %+v after two nacked batches, want zero", got)
 	}
 }
 

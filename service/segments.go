@@ -13,10 +13,9 @@ import (
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/segments"
 	"github.com/cohortsync/cohortsync/segments/api"
-	segch "github.com/cohortsync/cohortsync/segments/clickhouse"
-	"github.com/cohortsync/cohortsync/segments/embedded"
 	"github.com/cohortsync/cohortsync/segments/filter"
 	"github.com/cohortsync/cohortsync/segments/saved"
+	"github.com/cohortsync/cohortsync/service/stateofrecord"
 	"github.com/cohortsync/cohortsync/stores/adminauth"
 )
 
@@ -43,31 +42,24 @@ func openSegments(ctx context.Context, cfg config.Config, core *Core, st *Stream
 	}
 	fail := func(err error) (*segmentsAPI, error) { return nil, errors.Join(err, s.close()) }
 
-	workspaces := core.Keys.Workspaces
-	if st.ClickHouse() != nil {
-		e, err := segch.New(cfg.ClickHouse.SinkConfig(), segch.Options{Logger: log, Registerer: reg})
-		if err != nil {
-			return fail(fmt.Errorf("service: clickhouse segments engine: %w", err))
+	record := st.Record()
+	e, closeEngine, err := record.Engine(stateofrecord.EngineOptions{Logger: log, Registerer: reg})
+	if err != nil {
+		return fail(fmt.Errorf("service: %w", err))
+	}
+	closers = append(closers, closeEngine)
+	s.engine = e
+	// Backfilled workspaces may have data but no key; the embedded store
+	// can list them, ClickHouse answers none.
+	workspaces := func() []string {
+		ws := core.Keys.Workspaces()
+		if more, err := record.Workspaces(); err == nil {
+			ws = append(ws, more...)
+		} else {
+			log.Warn("list workspaces of the state of record", "err", err)
 		}
-		closers = append(closers, e.Close)
-		s.engine = e
-	} else {
-		e, err := embedded.New(st.State(), embedded.Options{Logger: log, Registerer: reg})
-		if err != nil {
-			return fail(fmt.Errorf("service: embedded segments engine: %w", err))
-		}
-		s.engine = e
-		// Backfilled workspaces may have data but no key.
-		workspaces = func() []string {
-			ws := core.Keys.Workspaces()
-			if more, err := st.State().Workspaces(); err == nil {
-				ws = append(ws, more...)
-			} else {
-				log.Warn("list workspaces of the state store", "err", err)
-			}
-			slices.Sort(ws)
-			return slices.Compact(ws)
-		}
+		slices.Sort(ws)
+		return slices.Compact(ws)
 	}
 	if err := reg.Register(segments.NewFreshnessCollector(s.engine, workspaces, nil)); err != nil {
 		return fail(fmt.Errorf("service: cohort freshness metrics: %w", err))

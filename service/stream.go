@@ -15,9 +15,8 @@ import (
 	"github.com/cohortsync/cohortsync/jobs/snapshot"
 	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/pipeline"
-	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
+	"github.com/cohortsync/cohortsync/service/stateofrecord"
 	"github.com/cohortsync/cohortsync/sinks/parquet"
-	"github.com/cohortsync/cohortsync/sinks/state"
 	"github.com/cohortsync/cohortsync/stores/identities"
 	"github.com/cohortsync/cohortsync/transforms/decode"
 	"github.com/cohortsync/cohortsync/transforms/identity"
@@ -27,8 +26,7 @@ import (
 // Stream is the running consumer side: identity directory, sinks and runner.
 type Stream struct {
 	dir    *identities.Directory
-	state  *state.Store // nil when ClickHouse is the state of record
-	ch     *chsink.Sink // nil without ClickHouse
+	record stateofrecord.Store
 	sinks  []pipeline.Sink
 	runner *pipeline.Runner
 	dlq    *kafka.DeadLetter
@@ -63,8 +61,12 @@ func (s *Stream) Err() error {
 	return s.runErr
 }
 
-// State is the embedded state store, nil when ClickHouse is the state of record.
-func (s *Stream) State() *state.Store { return s.state }
+// Totals is what the runner has made durable: every acked batch's messages,
+// change rows and drops by reason. It stays readable after Stop.
+func (s *Stream) Totals() pipeline.Totals { return s.runner.Totals() }
+
+// Record is the state of record the stream writes.
+func (s *Stream) Record() stateofrecord.Store { return s.record }
 
 // Directory is the identity directory the stream resolves with; a backfill
 // counts outcomes with the same one.
@@ -72,9 +74,6 @@ func (s *Stream) Directory() *identities.Directory { return s.dir }
 
 // Snapshots writes the Parquet member lists of changed cohorts.
 func (s *Stream) Snapshots() *snapshot.Snapshotter { return s.snapshots }
-
-// ClickHouse is the ClickHouse sink, nil on the embedded default.
-func (s *Stream) ClickHouse() *chsink.Sink { return s.ch }
 
 // startStream opens the identity directory and the sinks (sinks first, as the
 // design asks), then starts the runner on the landing topic.
@@ -90,29 +89,12 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	}
 	s.dir = dir
 
-	if cfg.ClickHouse.Addr != "" {
-		ch, err := chsink.New(cfg.ClickHouse.SinkConfig(), chsink.Options{Logger: log, Registerer: reg})
-		if err != nil {
-			return fail(fmt.Errorf("service: clickhouse sink: %w", err))
-		}
-		s.ch = ch
-		s.sinks = append(s.sinks, ch)
-		if cfg.ClickHouse.MigrateOnStart {
-			migCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			_, err = ch.Migrate(migCtx)
-			cancel()
-			if err != nil {
-				return fail(fmt.Errorf("service: clickhouse migrate (turn off with --no-migrate): %w", err))
-			}
-		}
-	} else {
-		st, err := state.Open(state.DefaultConfig(cfg.DataDir), reg)
-		if err != nil {
-			return fail(fmt.Errorf("service: state store: %w", err))
-		}
-		s.state = st
-		s.sinks = append(s.sinks, st)
+	record, err := stateofrecord.Open(ctx, cfg, stateofrecord.Options{Logger: log, Registerer: reg, Migrate: cfg.ClickHouse.MigrateOnStart})
+	if err != nil {
+		return fail(fmt.Errorf("service: %w", err))
 	}
+	s.record = record
+	s.sinks = append(s.sinks, record.Sink())
 	pqCfg := parquet.DefaultConfig()
 	pqCfg.Root = filepath.Join(cfg.DataDir, "parquet")
 	pqCfg.SnapshotsKept = cfg.Snapshots.Kept
@@ -121,13 +103,7 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 		return fail(fmt.Errorf("service: parquet sink: %w", err))
 	}
 	s.sinks = append(s.sinks, pq)
-	var snapSrc snapshot.Source
-	if s.ch != nil {
-		snapSrc = snapshot.FromClickHouse(s.ch)
-	} else {
-		snapSrc = snapshot.FromState(s.state)
-	}
-	s.snapshots, err = snapshot.New(snapshot.Config{Interval: cfg.Snapshots.Interval}, snapSrc, pq, snapshot.Options{Logger: log, Registerer: reg})
+	s.snapshots, err = snapshot.New(snapshot.Config{Interval: cfg.Snapshots.Interval}, record.SnapshotSource(), pq, snapshot.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		return fail(fmt.Errorf("service: snapshots: %w", err))
 	}
@@ -184,10 +160,8 @@ func (s *Stream) Healthy() error {
 	if err := s.dir.Healthy(); err != nil {
 		return fmt.Errorf("identity directory: %w", err)
 	}
-	if s.ch != nil {
-		if err := s.ch.Healthy(); err != nil {
-			return fmt.Errorf("clickhouse: %w", err)
-		}
+	if err := s.record.Healthy(); err != nil {
+		return fmt.Errorf("%s: %w", s.record.Kind(), err)
 	}
 	if f := s.runner.Status().Failing; len(f) > 0 {
 		return fmt.Errorf("stage %s failing since %s: %s", f[0].Stage, f[0].Since.Format(time.RFC3339), f[0].Err)

@@ -29,8 +29,7 @@ import (
 	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/segments/api"
 	"github.com/cohortsync/cohortsync/service"
-	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
-	"github.com/cohortsync/cohortsync/sinks/state"
+	"github.com/cohortsync/cohortsync/service/stateofrecord"
 	"github.com/cohortsync/cohortsync/stores/identities"
 )
 
@@ -472,40 +471,22 @@ func (b *backfiller) mixpanelPlan(ctx context.Context) ([]backfill.Source, []str
 // currentMembers reads the cohort's members from the state of record.
 func (b *backfiller) currentMembers(ctx context.Context) (func(context.Context, func(string) error) error, error) {
 	ws, partner, cohort := b.f.workspace, b.f.partner, b.f.cohortID
-	if b.cfg.ClickHouse.Addr != "" {
-		ch, err := chsink.New(b.cfg.ClickHouse.SinkConfig(), chsink.Options{Logger: b.log})
-		if err != nil {
-			return nil, err
-		}
-		b.closers = append(b.closers, ch.Close)
-		return func(ctx context.Context, fn func(string) error) error {
-			members, err := ch.Members(ctx, ws, partner, cohort)
-			if err != nil {
-				return err
-			}
-			for _, m := range members {
-				if err := fn(m); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, nil
-	}
-	st := (*state.Store)(nil)
-	if b.stream != nil {
-		st = b.stream.State()
-	} else if b.core != nil && b.core.Broker != nil {
-		// A dry run on our own data directory runs no stream: read the
-		// store directly.
+	var record stateofrecord.Store
+	switch {
+	case b.stream != nil:
+		record = b.stream.Record()
+	case b.cfg.ClickHouse.Addr != "" || (b.core != nil && b.core.Broker != nil):
+		// ClickHouse is reachable from here, or a dry run on our own data
+		// directory runs no stream: open the state of record directly.
 		var err error
-		if st, err = state.Open(state.DefaultConfig(b.cfg.DataDir), nil); err != nil {
-			return nil, fmt.Errorf("backfill: state store: %w", err)
+		if record, err = stateofrecord.Open(ctx, b.cfg, stateofrecord.Options{Logger: b.log}); err != nil {
+			return nil, fmt.Errorf("backfill: %w", err)
 		}
-		b.closers = append(b.closers, st.Close)
+		b.closers = append(b.closers, record.Close)
 	}
-	if st != nil {
-		return func(_ context.Context, fn func(string) error) error {
-			return st.ForEachMember(ws, partner, cohort, fn)
+	if record != nil {
+		return func(ctx context.Context, fn func(string) error) error {
+			return record.ForEachMember(ctx, ws, partner, cohort, fn)
 		}, nil
 	}
 	if b.f.server != "" {

@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cohortsync/cohortsync/connectors/backfill"
 	"github.com/cohortsync/cohortsync/internal/atomicfile"
@@ -117,11 +116,10 @@ loop:
 			}
 		}
 	}
-	// The runner's counters go with it when it is stopped: read them first.
-	// After an interruption they miss the batches still draining.
-	outcomeFromMetrics(b.reg, &sum)
-	// Stop drains what is in flight; only acked batches move Done.
+	// Stop drains what is in flight; only acked batches move Done and
+	// count in the runner's totals, read once it has stopped.
 	runErr = errors.Join(runErr, st.Stop())
+	outcomeFromTotals(st.Totals(), &sum)
 	b.stream = nil
 	rep.Add(advanced(start, src.Done()) - reported)
 	rep.Finish()
@@ -148,41 +146,15 @@ func advanced(start, now map[int]int64) int64 {
 	return n
 }
 
-// outcomeFromMetrics reads what the runner counted: accepted ids (the
-// resolve stage's output rows) and drops by stage and reason.
-func outcomeFromMetrics(g interface {
-	Gather() ([]*dto.MetricFamily, error)
-}, sum *backfill.Summary) {
+// outcomeFromTotals copies what the runner made durable into the summary:
+// accepted ids (the resolver's change rows), refused ids by reason, and whole
+// records dropped by a transform or sent to the dead letter, by reason.
+func outcomeFromTotals(t pipeline.Totals, sum *backfill.Summary) {
+	sum.DataPoints = t.Changes
 	sum.Dropped, sum.DroppedRecords = map[string]int64{}, map[string]int64{}
-	mfs, err := g.Gather()
-	if err != nil {
-		return
-	}
-	label := func(m *dto.Metric, name string) string {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == name {
-				return l.GetValue()
-			}
-		}
-		return ""
-	}
-	for _, mf := range mfs {
-		switch mf.GetName() {
-		case "cohortsync_stage_emitted_total":
-			for _, m := range mf.GetMetric() {
-				if label(m, "stage") == pipeline.StageResolve {
-					sum.DataPoints += int64(m.GetCounter().GetValue())
-				}
-			}
-		case "cohortsync_stage_dropped_total":
-			for _, m := range mf.GetMetric() {
-				n := int64(m.GetCounter().GetValue())
-				if label(m, "stage") == pipeline.StageResolve {
-					sum.Dropped[label(m, "reason")] += n
-				} else {
-					sum.DroppedRecords[label(m, "reason")] += n
-				}
-			}
-		}
+	maps.Copy(sum.Dropped, t.RejectedIDs)
+	maps.Copy(sum.DroppedRecords, t.DroppedRecords)
+	for reason, n := range t.DeadLettered {
+		sum.DroppedRecords[reason] += n
 	}
 }

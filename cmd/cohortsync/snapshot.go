@@ -15,13 +15,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/jobs/snapshot"
-	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
+	"github.com/cohortsync/cohortsync/service/stateofrecord"
 	"github.com/cohortsync/cohortsync/sinks/parquet"
-	"github.com/cohortsync/cohortsync/sinks/state"
 )
 
 func (c *cli) newSnapshotCmd() *cobra.Command {
@@ -104,27 +102,15 @@ func localSnapshot(ctx context.Context, cfg config.Config, workspace, cohort str
 	if err != nil {
 		return nil, err
 	}
-	var src snapshot.Source
-	if cfg.ClickHouse.Addr != "" {
-		ch, err := chsink.New(cfg.ClickHouse.SinkConfig(), chsink.Options{})
-		if err != nil {
-			return nil, err
-		}
-		defer ch.Close()
-		src = snapshot.FromClickHouse(ch)
-	} else {
-		stCfg := state.DefaultConfig(cfg.DataDir)
-		stCfg.OpenTimeout = time.Second
-		st, err := state.Open(stCfg, nil)
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("%w\na running server holds %s: use --server http://HOST:PORT --token ADMIN_TOKEN", err, cfg.DataDir)
-		}
-		if err != nil {
-			return nil, err
-		}
-		defer st.Close()
-		src = snapshot.FromState(st)
+	record, err := stateofrecord.Open(ctx, cfg, stateofrecord.Options{LockTimeout: time.Second})
+	if errors.Is(err, stateofrecord.ErrLocked) {
+		return nil, fmt.Errorf("%w\na running server holds %s: use --server http://HOST:PORT --token ADMIN_TOKEN", err, cfg.DataDir)
 	}
+	if err != nil {
+		return nil, err
+	}
+	defer record.Close()
+	src := record.SnapshotSource()
 	pqCfg := parquet.DefaultConfig()
 	pqCfg.Root = filepath.Join(cfg.DataDir, "parquet")
 	pqCfg.SnapshotsKept = cfg.Snapshots.Kept
