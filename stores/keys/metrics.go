@@ -22,7 +22,6 @@ const (
 type metrics struct {
 	active         prometheus.Gauge
 	verify         *prometheus.CounterVec
-	tailErrors     prometheus.Counter
 	invalidRecords prometheus.Counter
 	syncAge        prometheus.GaugeFunc
 
@@ -40,10 +39,6 @@ func newMetrics(s *Store) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "verify_total",
 			Help: "Client secret verifications by result.",
 		}, []string{"result"}),
-		tailErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "tail_errors_total",
-			Help: "Interruptions of the keys topic tail (each followed by a reconnect).",
-		}),
 		invalidRecords: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "invalid_records_total",
 			Help: "Records on the keys topic that could not be applied and were skipped.",
@@ -67,5 +62,5 @@ func (m *metrics) verified(result string) { m.verify.WithLabelValues(result).Inc
 // register lets the component be re-opened on the same registry after
 // Close, which calls Unregister.
 func (m *metrics) register(reg prometheus.Registerer) error {
-	return m.Registration.Register(reg, "key store", m.active, m.verify, m.tailErrors, m.invalidRecords, m.syncAge)
+	return m.Registration.Register(reg, "key store", m.active, m.verify, m.invalidRecords, m.syncAge)
 }

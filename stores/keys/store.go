@@ -8,22 +8,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"log/slog"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/httpjson"
+
 	"github.com/prometheus/client_golang/prometheus"
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/cohortsync/cohortsync/kafka"
 )
 
-// Defaults of Options.
+// Defaults of Options: those of the compacted-topic table the store reads.
 const (
-	DefaultPollWait     = 200 * time.Millisecond
-	DefaultMaxStaleness = 3 * time.Second
+	DefaultPollWait     = kafka.DefaultTablePollWait
+	DefaultMaxStaleness = kafka.DefaultTableMaxStaleness
 )
 
 // Options tune a Store. The zero value is usable.
@@ -44,35 +44,19 @@ type Options struct {
 }
 
 // Store is the key store of one process: an in-memory index built by
-// replaying the keys topic and kept current by tailing it. Every instance
-// sharing the topic converges on the same index, which is how a revocation
-// reaches all of them.
+// replaying the keys topic and kept current by tailing it (a kafka.Table).
+// Every instance sharing the topic converges on the same index, which is how
+// a revocation reaches all of them.
 type Store struct {
-	client   *kafka.Client
-	topic    string
-	log      *slog.Logger
-	writer   *kafkago.Writer
-	pollWait time.Duration
-	maxStale time.Duration
-	metrics  *metrics
+	table   *kafka.Table
+	topic   string
+	log     *slog.Logger
+	metrics *metrics
 
-	mu       sync.RWMutex
-	byID     map[string]entry
-	byWS     map[string]map[string]struct{}
-	active   int
-	next     int64 // offset of the next record to apply: all before it are applied
-	hwm      int64 // high-water mark seen by the last fetch
-	lastSync time.Time
-	lastErr  error
-	closed   bool
-	// advanced is closed and replaced whenever next moves, waking everyone
-	// waiting for their own write to be applied.
-	advanced chan struct{}
-
-	cancel    context.CancelFunc
-	done      chan struct{}
-	closeOnce sync.Once
-	closeErr  error
+	mu     sync.RWMutex
+	byID   map[string]entry
+	byWS   map[string]map[string]struct{}
+	active int
 }
 
 type entry struct {
@@ -101,15 +85,10 @@ func Open(ctx context.Context, client *kafka.Client, opts Options) (*Store, erro
 		return nil, errors.New("keys: open: nil kafka client")
 	}
 	s := &Store{
-		client:   client,
-		topic:    opts.Topic,
-		log:      opts.Logger,
-		pollWait: opts.PollWait,
-		maxStale: opts.MaxStaleness,
-		byID:     make(map[string]entry),
-		byWS:     make(map[string]map[string]struct{}),
-		advanced: make(chan struct{}),
-		done:     make(chan struct{}),
+		topic: opts.Topic,
+		log:   opts.Logger,
+		byID:  make(map[string]entry),
+		byWS:  make(map[string]map[string]struct{}),
 	}
 	if s.topic == "" {
 		s.topic = client.Config().Topics.Keys
@@ -121,46 +100,20 @@ func Open(ctx context.Context, client *kafka.Client, opts Options) (*Store, erro
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = s.log.With("component", "keys", "topic", s.topic)
-	if s.pollWait <= 0 {
-		s.pollWait = DefaultPollWait
-	}
-	if s.maxStale <= 0 {
-		s.maxStale = DefaultMaxStaleness
-	}
-	if s.maxStale <= s.pollWait {
-		return nil, fmt.Errorf("keys: open: max staleness %s must exceed poll wait %s", s.maxStale, s.pollWait)
-	}
 	s.metrics = newMetrics(s)
 
 	started := time.Now()
-	first, err := s.listOffsetRetry(ctx, kafkago.FirstOffset)
+	table, err := client.OpenTable(ctx, kafka.TableOptions{
+		Topic: s.topic, Name: "keys", Apply: s.apply, Reset: s.reset,
+		Logger: opts.Logger, Registerer: opts.Registerer,
+		PollWait: opts.PollWait, MaxStaleness: opts.MaxStaleness,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("keys: open: %w", err)
 	}
-	endAsOf := time.Now()
-	end, err := s.listOffsetRetry(ctx, kafkago.LastOffset)
-	if err != nil {
-		return nil, fmt.Errorf("keys: open: %w", err)
-	}
-	s.next = first
-
-	// The tail outlives Open's ctx, which only bounds the replay.
-	tailCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.writer = client.Writer(s.topic)
-	go s.tail(tailCtx)
-
-	if err := s.waitApplied(ctx, end); err != nil {
-		// The tail's own failure says more than "deadline exceeded".
-		if tailErr := s.Status().LastError; tailErr != nil {
-			err = fmt.Errorf("%w (last tail error: %v)", err, tailErr)
-		}
-		_ = s.Close()
-		return nil, fmt.Errorf("keys: open: replay %s up to offset %d: %w", s.topic, end, err)
-	}
-	s.markSynced(endAsOf)
+	s.table = table
 	if err := s.metrics.register(opts.Registerer); err != nil {
-		_ = s.Close()
+		_ = table.Close()
 		return nil, fmt.Errorf("keys: open: %w", err)
 	}
 	st := s.Status()
@@ -169,20 +122,14 @@ func Open(ctx context.Context, client *kafka.Client, opts Options) (*Store, erro
 	return s, nil
 }
 
-// Close stops the tail and the writer. It is safe to call more than once.
+// Close stops the tail. It is safe to call more than once.
 func (s *Store) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		s.cancel()
-		<-s.done
-		if err := s.writer.Close(); err != nil {
-			s.closeErr = fmt.Errorf("keys: close writer: %w", err)
-		}
-		s.metrics.Unregister()
-	})
-	return s.closeErr
+	err := s.table.Close()
+	s.metrics.Unregister()
+	if err != nil {
+		return fmt.Errorf("keys: close: %w", err)
+	}
+	return nil
 }
 
 // Create generates a key for workspace and partner and returns it with its
@@ -260,30 +207,26 @@ func (s *Store) Revoke(ctx context.Context, workspace, keyID string) error {
 	return nil
 }
 
-// put writes k with acks from every in-sync replica and then waits until this
+// put writes k with acks from every in-sync replica and returns once this
 // store's own tail has applied it, which gives callers read-your-writes.
-// Waiting on the index itself, rather than on an end offset read after the
-// write, needs no extra round trip that could fail after the write succeeded.
+// applied double-checks the index: a record of this key written elsewhere
+// just before may have been applied over it.
 func (s *Store) put(ctx context.Context, k Key, applied func(Key) bool) error {
-	s.mu.RLock()
-	closed := s.closed
-	s.mu.RUnlock()
-	if closed {
-		return ErrClosed
-	}
 	val, err := json.Marshal(record{Version: recordVersion, Key: k})
 	if err != nil {
 		return fmt.Errorf("keys: encode key %s: %w", k.ID, err)
 	}
-	if err := s.writer.WriteMessages(ctx, kafkago.Message{Key: []byte(k.ID), Value: val}); err != nil {
+	if err := s.table.Put(ctx, []byte(k.ID), val); err != nil {
+		if errors.Is(err, kafka.ErrTableClosed) {
+			return ErrClosed
+		}
 		return fmt.Errorf("keys: write key %s to %s: %w", k.ID, s.topic, err)
 	}
-	err = s.waitUntil(ctx, func() bool {
-		e, ok := s.byID[k.ID]
-		return ok && applied(e.key)
-	})
-	if err != nil {
-		return fmt.Errorf("keys: key %s written but not yet applied: %w", k.ID, err)
+	s.mu.RLock()
+	e, ok := s.byID[k.ID]
+	s.mu.RUnlock()
+	if !ok || !applied(e.key) {
+		return fmt.Errorf("keys: key %s was overwritten by a concurrent write", k.ID)
 	}
 	return nil
 }
@@ -361,14 +304,15 @@ func (s *Store) Workspaces() []string {
 
 // Status reports how far the store has read.
 func (s *Store) Status() Status {
+	ts := s.table.Status()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return Status{
 		Topic:         s.topic,
-		AppliedOffset: s.next,
-		HighWaterMark: s.hwm,
-		LastSync:      s.lastSync,
-		LastError:     s.lastErr,
+		AppliedOffset: ts.AppliedOffset,
+		HighWaterMark: ts.HighWaterMark,
+		LastSync:      ts.LastSync,
+		LastError:     ts.LastError,
 		Keys:          len(s.byID),
 		ActiveKeys:    s.active,
 	}
@@ -378,62 +322,25 @@ func (s *Store) Status() Status {
 // whole topic. Otherwise revocations written elsewhere may be missed, and a
 // caller should answer 503 rather than trust VerifySecret.
 func (s *Store) Healthy() error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
+	err := s.table.Healthy()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, kafka.ErrTableClosed):
 		return ErrClosed
 	}
-	age := time.Since(s.lastSync)
-	if age <= s.maxStale {
-		return nil
-	}
-	if s.lastErr != nil {
-		return fmt.Errorf("keys: not in sync with %s for %s: %w", s.topic, age.Round(time.Millisecond), s.lastErr)
-	}
-	return fmt.Errorf("keys: not in sync with %s for %s", s.topic, age.Round(time.Millisecond))
+	return fmt.Errorf("keys: %w", err)
 }
 
-// waitApplied blocks until every record below offset is applied.
-func (s *Store) waitApplied(ctx context.Context, offset int64) error {
-	err := s.waitUntil(ctx, func() bool { return s.next >= offset })
-	if err != nil {
-		return fmt.Errorf("waiting for offset %d: %w", offset, err)
-	}
-	return nil
-}
-
-// waitUntil blocks until cond, evaluated under the read lock, holds. It is
-// re-evaluated each time the tail applies records.
-func (s *Store) waitUntil(ctx context.Context, cond func() bool) error {
-	for {
-		s.mu.RLock()
-		ok, ch, next := cond(), s.advanced, s.next
-		s.mu.RUnlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("applied up to offset %d: %w", next, ctx.Err())
-		case <-s.done:
-			return ErrClosed
-		case <-ch:
-		}
-	}
-}
-
-func (s *Store) markSynced(at time.Time) {
+// apply folds one record of the topic into the index. Bad records are logged
+// and skipped rather than stopping the tail, because one bad record written
+// by a buggy or foreign producer must not freeze revocations.
+func (s *Store) apply(m kafka.TableRecord) {
 	s.mu.Lock()
-	if at.After(s.lastSync) {
-		s.lastSync = at
-	}
-	s.mu.Unlock()
-}
-
-// apply folds one record into the index; the caller holds mu. Bad records are
-// logged and skipped rather than stopping the tail, because one bad record
-// written by a buggy or foreign producer must not freeze revocations.
-func (s *Store) apply(m kafkago.Message) {
+	defer func() {
+		s.metrics.active.Set(float64(s.active))
+		s.mu.Unlock()
+	}()
 	if m.Value == nil {
 		s.removeLocked(string(m.Key), m.Offset)
 		return
@@ -503,10 +410,14 @@ func (s *Store) skip(offset int64, err error) {
 	s.log.Warn("skipping invalid record on keys topic", "offset", offset, "error", err)
 }
 
-// resetLocked forgets the index so the topic can be replayed from scratch.
-func (s *Store) resetLocked(from int64) {
+// reset forgets the index before the table replays a topic that became
+// shorter than what was applied (deleted and recreated): keys of the old log
+// must not stay alive.
+func (s *Store) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.byID = make(map[string]entry)
 	s.byWS = make(map[string]map[string]struct{})
 	s.active = 0
-	s.next = from
+	s.metrics.active.Set(0)
 }
