@@ -3,14 +3,13 @@ package backfill
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/adminclient"
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
@@ -18,24 +17,23 @@ import (
 // one request per workspace of a batch, retrying 503s and transport errors:
 // a retried request lands the same record ids, which the sinks deduplicate.
 type Remote struct {
-	base, token string
-	hc          *http.Client
-	retries     int
+	c       *adminclient.Client
+	retries int
 }
 
 // NewRemote returns a destination on the server at baseURL.
 func NewRemote(baseURL, token string, hc *http.Client) (*Remote, error) {
-	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("backfill: server URL %q must look like http://host:port", baseURL)
-	}
 	if token == "" {
 		return nil, fmt.Errorf("backfill: a token is needed for --server (--token or COHORTSYNC_ADMIN_TOKEN)")
 	}
 	if hc == nil {
 		hc = &http.Client{Timeout: landTimeout + 30*time.Second}
 	}
-	return &Remote{base: u.String(), token: token, hc: hc, retries: 5}, nil
+	c, err := adminclient.New(baseURL, token, adminclient.Options{HTTPClient: hc, Component: "backfill", MaxAnswerBytes: 1 << 20})
+	if err != nil {
+		return nil, err
+	}
+	return &Remote{c: c, retries: 5}, nil
 }
 
 // Land implements Destination.
@@ -69,7 +67,7 @@ func (r *Remote) Land(ctx context.Context, envs []schemas.Envelope, dryRun bool)
 }
 
 func (r *Remote) post(ctx context.Context, ws string, body []byte, dryRun bool) (Outcome, error) {
-	u := r.base + "/v1/workspaces/" + url.PathEscape(ws) + "/backfill"
+	u := "/v1/workspaces/" + url.PathEscape(ws) + "/backfill"
 	if dryRun {
 		u += "?dry_run=true"
 	}
@@ -88,36 +86,19 @@ func (r *Remote) post(ctx context.Context, ws string, body []byte, dryRun bool) 
 	}
 }
 
-func (r *Remote) once(ctx context.Context, u string, body []byte) (Outcome, bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
-	if err != nil {
-		return Outcome{}, false, fmt.Errorf("backfill: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+r.token)
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	resp, err := r.hc.Do(req)
-	if err != nil {
-		return Outcome{}, ctx.Err() == nil, fmt.Errorf("backfill: POST %s: %w", u, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return Outcome{}, true, fmt.Errorf("backfill: POST %s: read answer: %w", u, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var eb struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(raw))
-		if json.Unmarshal(raw, &eb) == nil && eb.Error != "" {
-			msg = eb.Error
-		}
-		retry := resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500
-		return Outcome{}, retry, fmt.Errorf("backfill: POST %s: %s: %s", u, resp.Status, msg)
-	}
+// once posts body once. It reports whether a failure is worth retrying:
+// the server busy or failing (503, 429, 5xx) or the connection lost, since a
+// retried request lands the same record ids.
+func (r *Remote) once(ctx context.Context, path string, body []byte) (Outcome, bool, error) {
 	var o Outcome
-	if err := json.Unmarshal(raw, &o); err != nil {
-		return Outcome{}, false, fmt.Errorf("backfill: POST %s: answer: %w", u, err)
+	err := r.c.Do(ctx, http.MethodPost, path, "application/x-ndjson", bytes.NewReader(body), http.StatusOK, &o)
+	if err == nil {
+		return o, false, nil
 	}
-	return o, false, nil
+	var apiErr *adminclient.Error
+	if errors.As(err, &apiErr) {
+		s := apiErr.StatusCode
+		return Outcome{}, s == http.StatusServiceUnavailable || s == http.StatusTooManyRequests || s >= 500, err
+	}
+	return Outcome{}, ctx.Err() == nil, err
 }

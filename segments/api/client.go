@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,53 +9,39 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/adminclient"
 	"github.com/cohortsync/cohortsync/segments"
 )
 
 // APIError is a non-success answer of the server, with its message and,
 // for an invalid filter, the path of the offending part.
-type APIError struct {
-	StatusCode int
-	Message    string
-	Path       string
-}
-
-func (e *APIError) Error() string {
-	msg := fmt.Sprintf("%d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
-	if e.Path != "" && !strings.Contains(e.Message, e.Path) {
-		msg += " (at " + e.Path + ")"
-	}
-	return msg
-}
+type APIError = adminclient.Error
 
 // Client calls the segments API of a running server for one workspace.
 type Client struct {
-	base      string
-	token     string
-	workspace string
-	hc        *http.Client
+	c    *adminclient.Client
+	base string // the workspace's path, below which every route lies
 }
 
 // NewClient returns a client for the server at baseURL. A nil httpClient
 // means http.DefaultClient.
 func NewClient(baseURL, token, workspace string, httpClient *http.Client) (*Client, error) {
-	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("segments client: server URL %q must look like http://host:port", baseURL)
-	}
-	if token == "" {
-		return nil, errors.New("segments client: token is empty")
-	}
 	if workspace == "" {
 		return nil, errors.New("segments client: workspace is empty")
 	}
-	if httpClient == nil {
-		httpClient = http.DefaultClient
+	// A page holds at most MaxLimit user ids; the bound keeps a wrong
+	// server from exhausting memory.
+	c, err := adminclient.New(baseURL, token, adminclient.Options{HTTPClient: httpClient, Component: "segments", MaxAnswerBytes: 64 << 20})
+	if err != nil {
+		return nil, err
 	}
-	return &Client{base: u.String() + "/v1/workspaces/" + url.PathEscape(workspace), token: token, workspace: workspace, hc: httpClient}, nil
+	return &Client{c: c, base: "/v1/workspaces/" + url.PathEscape(workspace)}, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in any, want int, out any) error {
+	return c.c.JSON(ctx, method, c.base+path, in, want, out)
 }
 
 // Evaluate asks for one page of a filter's members.
@@ -112,13 +97,13 @@ func (c *Client) MembersPage(ctx context.Context, id, cursor string, limit int, 
 func (c *Client) ExportMembers(ctx context.Context, id, format string, asOf time.Time, w io.Writer) (int64, error) {
 	q := url.Values{"format": {format}}
 	setAsOf(q, asOf)
-	resp, err := c.send(ctx, http.MethodGet, "/segments/"+url.PathEscape(id)+"/members?"+q.Encode(), nil)
+	resp, err := c.c.Send(ctx, http.MethodGet, c.base+"/segments/"+url.PathEscape(id)+"/members?"+q.Encode(), "", nil)
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, readError(resp)
+		return 0, c.c.ReadError(resp)
 	}
 	n, err := io.Copy(w, resp.Body)
 	if err != nil {
@@ -162,64 +147,4 @@ func setAsOf(q url.Values, asOf time.Time) {
 	if !asOf.IsZero() {
 		q.Set("as_of", asOf.UTC().Format(time.RFC3339Nano))
 	}
-}
-
-func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return nil, fmt.Errorf("segments client: encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return nil, fmt.Errorf("segments client: %s %s: %w", method, path, err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("segments client: %s %s: %w", method, path, err)
-	}
-	return resp, nil
-}
-
-func (c *Client) do(ctx context.Context, method, path string, in any, want int, out any) error {
-	resp, err := c.send(ctx, method, path, in)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != want {
-		return readError(resp)
-	}
-	if out == nil {
-		return nil
-	}
-	// A page holds at most MaxLimit user ids; the bound keeps a wrong
-	// server from exhausting memory.
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
-		return fmt.Errorf("segments client: %s %s: decode answer: %w", method, path, err)
-	}
-	return nil
-}
-
-func readError(resp *http.Response) error {
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var eb ErrorBody
-	if json.Unmarshal(raw, &eb) == nil && eb.Error != "" {
-		return &APIError{StatusCode: resp.StatusCode, Message: eb.Error, Path: eb.Path}
-	}
-	msg := strings.TrimSpace(string(raw))
-	if len(msg) > 200 {
-		msg = msg[:200] + "..."
-	}
-	if msg == "" {
-		msg = "(no message)"
-	}
-	return &APIError{StatusCode: resp.StatusCode, Message: msg}
 }

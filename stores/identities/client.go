@@ -3,35 +3,20 @@ package identities
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
+
+	"github.com/cohortsync/cohortsync/internal/adminclient"
 )
 
 // ErrUnauthorized is what an APIError with status 401 unwraps to.
-var ErrUnauthorized = errors.New("unauthorized")
+var ErrUnauthorized = adminclient.ErrUnauthorized
 
 // APIError is a non-success answer of the endpoint, with the server's message.
-type APIError struct {
-	StatusCode int
-	Message    string
-}
-
-func (e *APIError) Error() string {
-	return fmt.Sprintf("identities api: %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
-}
-
-// Unwrap lets callers test errors.Is(err, ErrUnauthorized).
-func (e *APIError) Unwrap() error {
-	if e.StatusCode == http.StatusUnauthorized {
-		return ErrUnauthorized
-	}
-	return nil
-}
+type APIError = adminclient.Error
 
 // ClientOptions tune a Client. The zero value is usable.
 type ClientOptions struct {
@@ -47,29 +32,31 @@ type ClientOptions struct {
 
 // Client lands identity files through the endpoint of a running server.
 type Client struct {
-	base    *url.URL
-	token   string
-	hc      *http.Client
+	c       *adminclient.Client
 	chunk   int
 	maxLine int
 }
 
 // NewClient returns a client for the server at baseURL (e.g. http://127.0.0.1:8080).
 func NewClient(baseURL, token string, opts ClientOptions) (*Client, error) {
-	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if opts.ChunkBytes == 0 {
+		opts.ChunkBytes = 4 << 20
+	}
+	// The answer lists at most one rejection per line of the chunk.
+	ac, err := adminclient.New(baseURL, token, adminclient.Options{
+		HTTPClient: opts.HTTPClient, Component: "identities", TokenKind: "admin token",
+		Classify: func(status int) error {
+			if status == http.StatusUnauthorized {
+				return ErrUnauthorized
+			}
+			return nil
+		},
+		MaxAnswerBytes: int64(opts.ChunkBytes)*4 + (1 << 20),
+	})
 	if err != nil {
-		return nil, fmt.Errorf("identities client: server URL %q: %w", baseURL, err)
+		return nil, err
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("identities client: server URL %q must look like http://host:port", baseURL)
-	}
-	if token == "" {
-		return nil, errors.New("identities client: admin token is empty")
-	}
-	c := &Client{base: u, token: token, hc: opts.HTTPClient, chunk: opts.ChunkBytes, maxLine: opts.MaxLineBytes}
-	if c.hc == nil {
-		c.hc = http.DefaultClient
-	}
+	c := &Client{c: ac, chunk: opts.ChunkBytes, maxLine: opts.MaxLineBytes}
 	if c.chunk == 0 {
 		c.chunk = 4 << 20
 	}
@@ -150,47 +137,7 @@ func (c *Client) Load(ctx context.Context, workspace string, r io.Reader, onReje
 
 func (c *Client) post(ctx context.Context, workspace string, body []byte) (LoadResponse, error) {
 	path := "/v1/workspaces/" + url.PathEscape(workspace) + "/identities"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+path, bytes.NewReader(body))
-	if err != nil {
-		return LoadResponse{}, fmt.Errorf("identities client: POST %s: %w", path, err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return LoadResponse{}, fmt.Errorf("identities client: POST %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	// Bounded: a wrong server must not exhaust memory. The answer lists at
-	// most one rejection per line of the chunk.
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(c.chunk)*4+(1<<20)))
-	if err != nil {
-		return LoadResponse{}, fmt.Errorf("identities client: POST %s: read answer: %w", path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return LoadResponse{}, &APIError{StatusCode: resp.StatusCode, Message: errorMessage(raw)}
-	}
 	var out LoadResponse
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return LoadResponse{}, fmt.Errorf("identities client: POST %s: decode answer: %w", path, err)
-	}
-	return out, nil
-}
-
-// errorMessage prefers the server's JSON error text and falls back to the
-// raw body, which is what a proxy or the mux's own 404 sends.
-func errorMessage(raw []byte) string {
-	var eb ErrorBody
-	if json.Unmarshal(raw, &eb) == nil && eb.Error != "" {
-		return eb.Error
-	}
-	msg := strings.TrimSpace(string(raw))
-	if len(msg) > 200 {
-		msg = msg[:200] + "..."
-	}
-	if msg == "" {
-		msg = "(no message)"
-	}
-	return msg
+	err := c.c.Do(ctx, http.MethodPost, path, "application/x-ndjson", bytes.NewReader(body), http.StatusOK, &out)
+	return out, err
 }
