@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/retry"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/stores/identities"
 	"github.com/cohortsync/cohortsync/stores/keys"
@@ -325,12 +326,12 @@ func (r *runner) waitIdentities(ctx context.Context, before samples, n int) {
 			if v, ok := s.sum(metricAppliedIdentity, nil); ok && v-base >= float64(n) {
 				return
 			}
-			sleep(ctx, 100*time.Millisecond)
+			_ = retry.Sleep(ctx, 100*time.Millisecond)
 		}
 	}
 	// Without metrics there is nothing to watch: the directory applies a
 	// load within well under a second on a quiet server.
-	sleep(ctx, 2*time.Second)
+	_ = retry.Sleep(ctx, 2*time.Second)
 }
 
 func (r *runner) createCohort(ctx context.Context, co Cohort) error {
@@ -350,7 +351,7 @@ func (r *runner) sync(ctx context.Context, plan Plan, rep *Report) error {
 	}
 	for i, round := range plan.Rounds {
 		if i > 0 && r.cfg.Interval > 0 {
-			sleep(ctx, r.cfg.Interval)
+			_ = retry.Sleep(ctx, r.cfg.Interval)
 		}
 		if r.beforeRound != nil {
 			if err := r.beforeRound(ctx, i); err != nil {
@@ -410,7 +411,7 @@ func (r *runner) post(ctx context.Context, path string, body map[string]any) err
 				wait = time.Duration(min(s, 60)) * time.Second
 			}
 			r.printf("    %s answered %d, retrying in %s\n", path, resp.StatusCode, wait)
-			if err := sleep(ctx, wait); err != nil {
+			if err := retry.Sleep(ctx, wait); err != nil {
 				return err
 			}
 		default:
@@ -480,7 +481,7 @@ func (r *runner) observe(ctx context.Context, before samples, e Expected) (Obser
 		} else {
 			settled = 0
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := retry.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return Observed{}, err
 		}
 	}
@@ -517,17 +518,5 @@ func (r *runner) printObserved(o Observed, e Expected) {
 	}
 	if !o.CaughtUp {
 		r.printf("  the stream had not caught up after %s\n", r.cfg.Wait)
-	}
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }

@@ -16,6 +16,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/cohortsync/cohortsync/internal/promreg"
+	"github.com/cohortsync/cohortsync/internal/retry"
 	"github.com/cohortsync/cohortsync/pipeline"
 )
 
@@ -372,7 +373,7 @@ func (s *GroupSource) fetchLoop(ctx context.Context, gs *genState, fs *fetchStat
 	defer pc.kill()
 	var wait time.Duration
 	for ctx.Err() == nil {
-		if wait > 0 && !sleepCtx(ctx, wait) {
+		if wait > 0 && retry.Sleep(ctx, wait) != nil {
 			return
 		}
 		if err := s.reserve(ctx); err != nil {
@@ -390,17 +391,6 @@ func (s *GroupSource) fetchLoop(ctx context.Context, gs *genState, fs *fetchStat
 		wait = min(max(2*wait, 50*time.Millisecond), 5*time.Second)
 		s.m.fetchErrors.Inc()
 		s.log.Warn("fetch failed, reconnecting", "partition", fs.partition, "retry_in", wait, "err", err)
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

@@ -31,24 +31,3 @@ func (c *Client) DialLeader(ctx context.Context, topic string, partition int) (*
 	}
 	return nil, fmt.Errorf("kafka: connect to the leader of %s/%d: %w", topic, partition, errors.Join(errs...))
 }
-
-// RetryDelay is the capped exponential backoff before reconnect attempt n (n ≥ 1).
-func RetryDelay(attempt int, lo, hi time.Duration) time.Duration {
-	d := lo
-	for i := 1; i < attempt && d < hi; i++ {
-		d *= 2
-	}
-	return min(d, hi)
-}
-
-// SleepContext waits d, or returns false as soon as ctx ends.
-func SleepContext(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/cohortsync/cohortsync/internal/retry"
 )
 
 // Defaults of TableOptions.
@@ -231,7 +233,7 @@ func (t *Table) produce(ctx context.Context, key, value []byte) (int64, error) {
 	defer cancel()
 	var last error
 	for attempt := 1; attempt <= tableProduceTries; attempt++ {
-		if attempt > 1 && !SleepContext(wctx, RetryDelay(attempt-1, tableBackoffMin, tableBackoffMax)) {
+		if attempt > 1 && retry.Sleep(wctx, retry.Backoff{Initial: tableBackoffMin, Max: tableBackoffMax}.Delay(attempt-1)) != nil {
 			break
 		}
 		// A retry after a lost answer may write the record twice; for a
@@ -319,7 +321,7 @@ func (t *Table) tail(ctx context.Context) {
 	defer close(t.done)
 	failures := 0
 	for {
-		if failures > 0 && !SleepContext(ctx, RetryDelay(failures, tableBackoffMin, tableBackoffMax)) {
+		if failures > 0 && retry.Sleep(ctx, retry.Backoff{Initial: tableBackoffMin, Max: tableBackoffMax}.Delay(failures)) != nil {
 			return
 		}
 		conn, err := t.client.DialLeader(ctx, t.opts.Topic, 0)
@@ -496,7 +498,7 @@ func (t *Table) offsetRetry(ctx context.Context, which int64) (int64, error) {
 		if err == nil || !errors.As(err, &kerr) || !kerr.Temporary() {
 			return off, err
 		}
-		if !SleepContext(ctx, RetryDelay(attempt, tableBackoffMin, tableBackoffMax)) {
+		if retry.Sleep(ctx, retry.Backoff{Initial: tableBackoffMin, Max: tableBackoffMax}.Delay(attempt)) != nil {
 			return 0, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cohortsync/cohortsync/internal/retry"
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
@@ -297,10 +298,10 @@ func (r *Runner) produce(ctx, work context.Context, jobs chan<- *job, nacked *at
 			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
 				return
 			}
-			wait = r.opts.Retry.next(wait)
+			wait = r.opts.Retry.Next(wait)
 			r.m.errors.WithLabelValues(StageSource).Inc()
 			r.log.WarnContext(ctx, "source failed, retrying", "err", err, "retry_in", wait)
-			if !sleep(ctx, wait) {
+			if retry.Sleep(ctx, wait) != nil {
 				return
 			}
 			continue
@@ -531,11 +532,11 @@ func (r *Runner) retry(ctx context.Context, stage string, fn func(context.Contex
 			r.clearFailing(stage)
 			return fmt.Errorf("%w: stage %s: %w", ErrDrainTimeout, stage, err)
 		}
-		wait = r.opts.Retry.next(wait)
+		wait = r.opts.Retry.Next(wait)
 		r.setFailing(stage, err, attempt)
 		r.log.WarnContext(ctx, "stage failed, retrying", "stage", stage, "attempt", attempt, "retry_in", wait, "err", err)
 		// Jitter keeps instances that failed together from retrying together.
-		if !sleep(ctx, wait-time.Duration(rand.Int64N(int64(wait)/5+1))) {
+		if retry.Sleep(ctx, wait-time.Duration(rand.Int64N(int64(wait)/5+1))) != nil {
 			r.clearFailing(stage)
 			return fmt.Errorf("%w: stage %s: %w", ErrDrainTimeout, stage, err)
 		}
@@ -558,19 +559,4 @@ func (r *Runner) clearFailing(stage string) {
 	r.mu.Lock()
 	delete(r.failing, stage)
 	r.mu.Unlock()
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cohortsync/cohortsync/internal/retry"
 )
 
 // RunnerConfig holds the runner's tunables, as they appear in the
@@ -19,13 +21,9 @@ type RunnerConfig struct {
 	Retry Backoff `yaml:"retry"`
 }
 
-// Backoff is a capped exponential backoff.
-type Backoff struct {
-	// Initial is the wait after the first failure; it doubles after each
-	// further failure up to Max.
-	Initial time.Duration `yaml:"initial"`
-	Max     time.Duration `yaml:"max"`
-}
+// Backoff is the runner's wait between attempts: Initial after the first
+// failure, doubling after each further failure up to Max.
+type Backoff = retry.Backoff
 
 // DefaultRunnerConfig returns the defaults used when a field is not set.
 func DefaultRunnerConfig() RunnerConfig {
@@ -64,12 +62,4 @@ func (c RunnerConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("retry.max: %s, must be at least retry.initial (%s)", c.Retry.Max, c.Retry.Initial))
 	}
 	return errors.Join(errs...)
-}
-
-// next returns the wait after a failure that followed a wait of d.
-func (b Backoff) next(d time.Duration) time.Duration {
-	if d <= 0 {
-		return b.Initial
-	}
-	return min(2*d, b.Max)
 }

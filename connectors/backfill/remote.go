@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/internal/adminclient"
+	"github.com/cohortsync/cohortsync/internal/retry"
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
@@ -20,6 +21,9 @@ type Remote struct {
 	c       *adminclient.Client
 	retries int
 }
+
+// remoteBackoff spaces the retries of one request to a busy server.
+var remoteBackoff = retry.Backoff{Initial: 500 * time.Millisecond, Max: 30 * time.Second}
 
 // NewRemote returns a destination on the server at baseURL.
 func NewRemote(baseURL, token string, hc *http.Client) (*Remote, error) {
@@ -71,18 +75,16 @@ func (r *Remote) post(ctx context.Context, ws string, body []byte, dryRun bool) 
 	if dryRun {
 		u += "?dry_run=true"
 	}
-	wait := 500 * time.Millisecond
+	wait := remoteBackoff.Initial
 	for attempt := 0; ; attempt++ {
-		o, retry, err := r.once(ctx, u, body)
-		if err == nil || !retry || attempt >= r.retries {
+		o, again, err := r.once(ctx, u, body)
+		if err == nil || !again || attempt >= r.retries {
 			return o, err
 		}
-		select {
-		case <-ctx.Done():
-			return o, fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
-		case <-time.After(wait):
+		if serr := retry.Sleep(ctx, wait); serr != nil {
+			return o, fmt.Errorf("%w (last error: %w)", serr, err)
 		}
-		wait = min(2*wait, 30*time.Second)
+		wait = remoteBackoff.Next(wait)
 	}
 }
 

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cohortsync/cohortsync/internal/retry"
 )
 
 // ErrUnauthorized is what an APIError for 401 or 403 unwraps to: the service
@@ -130,7 +132,7 @@ func New(cfg Config, opts Options) (*Client, error) {
 		c.now = time.Now
 	}
 	if c.sleep == nil {
-		c.sleep = sleepContext
+		c.sleep = retry.Sleep
 	}
 	if c.jitter == nil {
 		c.jitter = func(d time.Duration) time.Duration {

@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 
+	"github.com/cohortsync/cohortsync/internal/retry"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 )
@@ -106,13 +107,9 @@ func (s *Sink) insert(ctx context.Context, in insert) error {
 		d := jitter(wait)
 		s.log.Warn("insert failed; retrying", "table", in.table.name, "rows", in.rows,
 			"attempt", attempt, "retry_in", d.Round(time.Millisecond).String(), "err", err)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if serr := retry.Sleep(ctx, d); serr != nil {
 			return fmt.Errorf("clickhouse: insert of %d rows into %s abandoned after %d attempts: %w (last error: %w)",
-				in.rows, in.table.name, attempt, ctx.Err(), err)
-		case <-t.C:
+				in.rows, in.table.name, attempt, serr, err)
 		}
 		wait = min(2*wait, s.cfg.Retry.Max)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/cohortsync/cohortsync/internal/retry"
 	"github.com/cohortsync/cohortsync/kafka"
 )
 
@@ -380,7 +381,7 @@ func (d *Directory) partitionEnds(ctx context.Context) (map[int]int64, error) {
 		} else if !errors.As(err, &kerr) || !kerr.Temporary() {
 			return nil, err
 		}
-		if !kafka.SleepContext(ctx, kafka.RetryDelay(attempt, backoffMin, backoffMax)) {
+		if retry.Sleep(ctx, retry.Backoff{Initial: backoffMin, Max: backoffMax}.Delay(attempt)) != nil {
 			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
 	}

@@ -9,7 +9,7 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
-	"github.com/cohortsync/cohortsync/kafka"
+	"github.com/cohortsync/cohortsync/internal/retry"
 )
 
 const (
@@ -29,7 +29,7 @@ const (
 func (d *Directory) tail(ctx context.Context, p int) {
 	defer d.wg.Done()
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 && !kafka.SleepContext(ctx, kafka.RetryDelay(attempt, backoffMin, backoffMax)) {
+		if attempt > 0 && retry.Sleep(ctx, retry.Backoff{Initial: backoffMin, Max: backoffMax}.Delay(attempt)) != nil {
 			return
 		}
 		conn, err := d.client.DialLeader(ctx, d.topic, p)
