@@ -49,15 +49,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	mods := &modules{log: log}
+	defer func() { _ = mods.close() }()
+
 	core, err := OpenCore(ctx, cfg, log, reg)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := core.Close(); err != nil {
-			log.Error("close", "err", err)
-		}
-	}()
+	mods.add(module{name: "kafka and keys", ready: func(ctx context.Context) error { return readiness(ctx, core) }, close: core.Close})
 
 	creds, err := bootstrap(cfg.DataDir, cfg)
 	if err != nil {
@@ -79,21 +78,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := st.Stop(); err != nil {
-			log.Error("stop stream", "err", err)
-		}
-	}()
+	mods.add(module{name: "stream", ready: func(context.Context) error { return st.Healthy() }, close: st.Stop})
 
 	lander := core.Kafka.NewLander(core.Kafka.Config().Topics.Exports)
-	defer func() {
-		if err := lander.Close(); err != nil {
-			log.Error("close lander", "err", err)
-		}
-	}()
-
-	routes := httproute.NewRecorder()
-	mux := routes.Mux
 	api, err := partnerapi.New(partnerapi.Options{
 		Config:     partnerAPIConfig(cfg),
 		Partners:   creds.partners,
@@ -104,18 +91,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		Registerer: reg,
 	})
 	if err != nil {
-		return fmt.Errorf("service: partner api: %w", err)
+		return errors.Join(fmt.Errorf("service: partner api: %w", err), lander.Close())
 	}
-	api.Register(routes)
+	mods.add(module{name: "partner api", routes: api.Register, close: lander.Close})
+
 	tokens, err := adminauth.OpenTokenStore(ctx, core.Kafka, adminauth.TokenStoreOptions{Logger: log, Registerer: reg})
 	if err != nil {
 		return fmt.Errorf("service: workspace tokens: %w", err)
 	}
-	defer func() {
-		if err := tokens.Close(); err != nil {
-			log.Error("close token store", "err", err)
+	mods.add(module{name: "workspace tokens", close: tokens.Close, ready: func(context.Context) error {
+		if err := tokens.Healthy(); err != nil {
+			return fmt.Errorf("workspace tokens: %w", err)
 		}
-	}()
+		return nil
+	}})
 	auth, err := adminauth.NewScoped(creds.admin, tokens)
 	if err != nil {
 		return fmt.Errorf("service: authorizer: %w", err)
@@ -124,12 +113,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err != nil {
 		return fmt.Errorf("service: token api: %w", err)
 	}
-	tokAPI.Register(routes)
+	mods.add(module{name: "token api", routes: tokAPI.Register})
 	admin, err := keys.NewAdminAPI(core.Keys, auth, func(name string) bool { _, ok := creds.partners[name]; return ok }, log)
 	if err != nil {
 		return fmt.Errorf("service: admin api: %w", err)
 	}
-	admin.Register(routes)
+	mods.add(module{name: "keys api", routes: admin.Register})
 	idCfg := identities.DefaultConfig(cfg.DataDir)
 	loader, err := identities.NewLoader(core.Kafka, idCfg, reg)
 	if err != nil {
@@ -139,12 +128,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err != nil {
 		return fmt.Errorf("service: identities api: %w", err)
 	}
-	idAPI.Register(routes)
+	mods.add(module{name: "identities api", routes: idAPI.Register})
 	snapAPI, err := snapshot.NewAPI(st.Snapshots(), auth, log)
 	if err != nil {
 		return fmt.Errorf("service: snapshot api: %w", err)
 	}
-	snapAPI.Register(routes)
+	mods.add(module{name: "snapshot api", routes: snapAPI.Register})
 	bfDest, err := BackfillDestination(cfg, st.Directory(), lander, log)
 	if err != nil {
 		return err
@@ -153,18 +142,21 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err != nil {
 		return fmt.Errorf("service: backfill api: %w", err)
 	}
-	bfAPI.Register(routes)
+	mods.add(module{name: "backfill api", routes: bfAPI.Register})
 	segAPI, err := openSegments(ctx, cfg, core, st, auth, log, reg)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := segAPI.close(); err != nil {
-			log.Error("close segments", "err", err)
+	mods.add(module{name: "segments", routes: segAPI.api.Register, close: segAPI.close, ready: func(context.Context) error {
+		if err := segAPI.saved.Healthy(); err != nil {
+			return fmt.Errorf("saved segments: %w", err)
 		}
-	}()
-	segAPI.api.Register(routes)
+		return nil
+	}})
 
+	routes := httproute.NewRecorder()
+	mux := routes.Mux
+	mods.register(routes)
 	var ready atomic.Bool
 	routes.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
@@ -174,17 +166,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		_, _ = io.WriteString(w, "ok")
 	})
 	routes.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		err := readiness(r.Context(), core)
-		if err == nil {
-			err = st.Healthy()
-		}
-		if err == nil {
-			if terr := tokens.Healthy(); terr != nil {
-				err = fmt.Errorf("workspace tokens: %w", terr)
-			} else if serr := segAPI.saved.Healthy(); serr != nil {
-				err = fmt.Errorf("saved segments: %w", serr)
-			}
-		}
+		err := mods.ready(r.Context())
 		if err != nil || !ready.Load() {
 			msg := "starting"
 			if err != nil {
