@@ -13,6 +13,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -79,7 +80,14 @@ type Output struct {
 // OffsetRange is an inclusive range of offsets of one partition.
 type OffsetRange struct{ First, Last int64 }
 
-// Sink writes one batch and returns only when it is durable.
+// ErrSinkClosed is what a Sink's Write returns (wrapped) after Close.
+var ErrSinkClosed = errors.New("pipeline: sink closed")
+
+// Sink writes one batch and returns only when it is durable. The contract,
+// which sinks/sinktest checks for every implementation: writing the same
+// Output again changes nothing (redelivery is idempotent); what Write
+// returned nil for is in the store before Close; Write after Close fails
+// with an error matching ErrSinkClosed, promptly.
 type Sink interface {
 	Name() string
 	Write(ctx context.Context, out *Output) error

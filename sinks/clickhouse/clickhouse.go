@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -51,6 +52,10 @@ type Sink struct {
 	// probe serialises the pings Healthy sends; a caller that finds one in
 	// flight answers from the last observation instead of waiting.
 	probe sync.Mutex
+
+	// closed makes Write fail at once after Close: the insert loop would
+	// otherwise retry a closed connection until the caller's deadline.
+	closed atomic.Bool
 
 	mu sync.Mutex
 	// lastErr is the error of the latest attempt or ping, nil after a success.
@@ -95,6 +100,7 @@ func (s *Sink) Name() string { return "clickhouse" }
 
 // Close releases the connections.
 func (s *Sink) Close() error {
+	s.closed.Store(true)
 	if err := s.conn.Close(); err != nil {
 		return fmt.Errorf("clickhouse: close: %w", err)
 	}

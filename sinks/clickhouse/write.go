@@ -32,6 +32,9 @@ type insert struct {
 // ctx's, nothing is acknowledged, and the redelivered batch replaces whatever
 // part of it had already been written.
 func (s *Sink) Write(ctx context.Context, out *pipeline.Output) error {
+	if s.closed.Load() {
+		return fmt.Errorf("clickhouse: %w", pipeline.ErrSinkClosed)
+	}
 	if out == nil {
 		return nil
 	}

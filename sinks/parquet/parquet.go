@@ -64,7 +64,7 @@ const (
 const FormatVersion = "1"
 
 // ErrClosed is returned by writes after Close.
-var ErrClosed = errors.New("parquet sink: closed")
+var ErrClosed = fmt.Errorf("parquet sink: %w", pipeline.ErrSinkClosed)
 
 // ErrInvalidBatch is matched (errors.Is) by the errors of batches the sink
 // refuses for what they hold: retrying such a batch cannot succeed.

@@ -47,6 +47,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
@@ -80,6 +81,7 @@ type Store struct {
 	path string
 	m    *metrics
 
+	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -149,6 +151,7 @@ func (s *Store) Path() string { return s.path }
 // transactions and may be called more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		s.m.Unregister()
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("state: close: %w", err)

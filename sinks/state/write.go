@@ -37,6 +37,9 @@ func (s *Store) write(ctx context.Context, out *pipeline.Output) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if s.closed.Load() {
+		return pipeline.ErrSinkClosed
+	}
 	if out == nil {
 		return nil
 	}
