@@ -43,4 +43,3 @@ func TestSinkContract(t *testing.T) {
 		}
 	})
 }
-
