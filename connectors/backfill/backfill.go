@@ -185,7 +185,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 // position after every landed batch.
 type run struct {
 	opts Options
-	cp   checkpoint
+	cp   Checkpoint
 }
 
 func (r *run) source(ctx context.Context, idx int, src Source) (err error) {

@@ -14,14 +14,45 @@ import (
 	"github.com/cohortsync/cohortsync/internal/atomicfile"
 )
 
-// checkpoint is the progress of a run, rewritten after every landed batch.
-type checkpoint struct {
+// Checkpoint is the progress of a run, rewritten after every landed batch,
+// in the one format every kind of backfill uses under DATA_DIR/backfill/.
+type Checkpoint struct {
 	RunID string `json:"run_id"`
 	// NextSource is the index of the source being read; Done counts its
 	// envelopes already landed.
-	NextSource int     `json:"next_source"`
-	Done       int64   `json:"done"`
-	Summary    Summary `json:"summary"`
+	NextSource int   `json:"next_source"`
+	Done       int64 `json:"done"`
+	// Offsets is, for a replay of the landed topic (--from kafka), the next
+	// offset per partition whose batch not every sink acknowledged yet.
+	Offsets map[int]int64 `json:"offsets,omitempty"`
+	Summary Summary       `json:"summary"`
+}
+
+// ReadCheckpoint reads the checkpoint at path; found is false when there is
+// none. A file that does not parse is an error that names --restart.
+func ReadCheckpoint(path string) (cp Checkpoint, found bool, err error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Checkpoint{}, false, nil
+	}
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("backfill: read checkpoint: %w", err)
+	}
+	if err := json.Unmarshal(raw, &cp); err != nil {
+		return Checkpoint{}, false, fmt.Errorf("backfill: checkpoint %s is damaged (start over with --restart): %w", path, err)
+	}
+	return cp, true, nil
+}
+
+// WriteCheckpoint replaces the checkpoint at path atomically.
+func WriteCheckpoint(path string, cp Checkpoint) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("backfill: checkpoint dir: %w", err)
+	}
+	if err := atomicfile.WriteJSON(path, cp); err != nil {
+		return fmt.Errorf("backfill: checkpoint: %w", err)
+	}
+	return nil
 }
 
 // RunID names a run after what it reads: the same sources (same content
@@ -44,24 +75,17 @@ func CheckpointPath(dataDir, id string) string {
 // loadCheckpoint returns the checkpoint to resume, or a fresh one. A complete
 // run is not resumed: running it again lands everything again, which the
 // sinks deduplicate.
-func loadCheckpoint(opts Options) (checkpoint, error) {
+func loadCheckpoint(opts Options) (Checkpoint, error) {
 	id := strings.TrimSuffix(filepath.Base(opts.Checkpoint), ".json")
-	fresh := checkpoint{RunID: id, Summary: Summary{RunID: id}}
+	fresh := Checkpoint{RunID: id, Summary: Summary{RunID: id}}
 	if opts.Checkpoint == "" || opts.Restart || opts.DryRun {
 		return fresh, nil
 	}
-	raw, err := os.ReadFile(opts.Checkpoint)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fresh, nil
-	}
+	cp, found, err := ReadCheckpoint(opts.Checkpoint)
 	if err != nil {
-		return checkpoint{}, fmt.Errorf("backfill: read checkpoint: %w", err)
+		return Checkpoint{}, err
 	}
-	var cp checkpoint
-	if err := json.Unmarshal(raw, &cp); err != nil {
-		return checkpoint{}, fmt.Errorf("backfill: checkpoint %s is damaged (start over with --restart): %w", opts.Checkpoint, err)
-	}
-	if cp.Summary.Complete || cp.NextSource > len(opts.Sources) {
+	if !found || cp.Summary.Complete || cp.NextSource > len(opts.Sources) {
 		return fresh, nil
 	}
 	cp.Summary.Resumed = cp.Summary.Landed
@@ -70,12 +94,8 @@ func loadCheckpoint(opts Options) (checkpoint, error) {
 
 // Resumable reports whether path holds the checkpoint of an unfinished run.
 func Resumable(path string) bool {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return false
-	}
-	var cp checkpoint
-	return json.Unmarshal(raw, &cp) == nil && !cp.Summary.Complete
+	cp, found, err := ReadCheckpoint(path)
+	return err == nil && found && !cp.Summary.Complete
 }
 
 // saveCheckpoint replaces the checkpoint file atomically.
@@ -83,11 +103,5 @@ func (r *run) saveCheckpoint() error {
 	if r.opts.Checkpoint == "" || r.opts.DryRun {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(r.opts.Checkpoint), 0o700); err != nil {
-		return fmt.Errorf("backfill: checkpoint dir: %w", err)
-	}
-	if err := atomicfile.WriteJSON(r.opts.Checkpoint, r.cp); err != nil {
-		return fmt.Errorf("backfill: checkpoint: %w", err)
-	}
-	return nil
+	return WriteCheckpoint(r.opts.Checkpoint, r.cp)
 }
