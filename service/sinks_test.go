@@ -22,6 +22,7 @@ import (
 
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/jobs/snapshot"
 	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/kafka/kafkatest"
@@ -178,13 +179,10 @@ func TestDynamicSyncRestartedAndReplayed(t *testing.T) {
 			}
 
 			waitNoLag(t, svc.addr)
-			code, resp := post(t, base+"/v1/workspaces/default/snapshots?cohort=mixpanel/dyn", "application/json", admin, "")
-			if code != http.StatusOK {
-				t.Fatalf("snapshot: %d %s", code, resp)
-			}
-			var snap snapshot.Response
-			if err := json.Unmarshal([]byte(resp), &snap); err != nil || len(snap.Snapshots) != 1 {
-				t.Fatalf("snapshot answer %s: %v", resp, err)
+			// Through the client `cohortsync snapshot --server` uses.
+			snaps, err := snapshot.Request(testkit.Context(t, time.Minute), nil, base, admin, "default", "mixpanel/dyn")
+			if err != nil || len(snaps) != 1 {
+				t.Fatalf("snapshot answer %+v: %v", snaps, err)
 			}
 			if err := svc.stop(); err != nil {
 				t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,10 +94,7 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	}
 	s.record = record
 	s.sinks = append(s.sinks, record.Sink())
-	pqCfg := parquet.DefaultConfig()
-	pqCfg.Root = filepath.Join(cfg.DataDir, "parquet")
-	pqCfg.SnapshotsKept = cfg.Snapshots.Kept
-	pq, err := parquet.New(pqCfg, parquet.Options{Logger: log, Registerer: reg})
+	pq, err := parquet.New(parquetConfig(cfg), parquet.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		return fail(fmt.Errorf("service: parquet sink: %w", err))
 	}
@@ -199,7 +195,7 @@ func (s *Stream) close() error {
 
 // importRules builds the stream's transforms and identity stage (docs/ARCHITECTURE.md, Import rules);
 // backfills count their outcome with the very same stages.
-func importRules(cfg config.Config, dir identity.Directory, reg prometheus.Registerer, log *slog.Logger) ([]pipeline.Transform, *identity.Resolver, error) {
+func importRules(cfg config.Config, dir identity.Lookups, reg prometheus.Registerer, log *slog.Logger) ([]pipeline.Transform, *identity.Resolver, error) {
 	cutoff, err := cfg.Retention.CutoffTime()
 	if err != nil {
 		return nil, nil, fmt.Errorf("service: retention.cutoff: %w", err)
@@ -217,7 +213,7 @@ func importRules(cfg config.Config, dir identity.Directory, reg prometheus.Regis
 
 // BackfillDestination lands backfilled envelopes on the landing topic after
 // counting them with the stream's own stages over dir.
-func BackfillDestination(cfg config.Config, dir identity.Directory, lander backfill.Lander, log *slog.Logger) (*backfill.Local, error) {
+func BackfillDestination(cfg config.Config, dir identity.Lookups, lander backfill.Lander, log *slog.Logger) (*backfill.Local, error) {
 	transforms, resolver, err := importRules(cfg, dir, nil, log)
 	if err != nil {
 		return nil, err

@@ -1,15 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,7 +11,7 @@ import (
 
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/jobs/snapshot"
-	"github.com/cohortsync/cohortsync/service/stateofrecord"
+	"github.com/cohortsync/cohortsync/service"
 	"github.com/cohortsync/cohortsync/sinks/parquet"
 )
 
@@ -52,9 +45,16 @@ ClickHouse when --clickhouse-addr is set, otherwise the embedded state store in
 				if token == "" {
 					token = c.env[config.EnvPrefix+"ADMIN_TOKEN"]
 				}
-				res, err = remoteSnapshot(ctx, server, token, workspace, cohort)
+				if _, err := selection(workspace, cohort); err != nil {
+					return err
+				}
+				res, err = snapshot.Request(ctx, nil, server, token, workspace, cohort)
 			} else {
-				res, err = localSnapshot(ctx, cfg, workspace, cohort)
+				sel, serr := selection(workspace, cohort)
+				if serr != nil {
+					return serr
+				}
+				res, err = service.SnapshotNow(ctx, cfg, sel)
 			}
 			if err != nil {
 				return err
@@ -95,76 +95,4 @@ func selection(workspace, cohort string) (snapshot.Selection, error) {
 	}
 	sel.Cohort = &parquet.CohortKey{Workspace: workspace, Partner: partner, CohortID: id}
 	return sel, nil
-}
-
-func localSnapshot(ctx context.Context, cfg config.Config, workspace, cohort string) ([]snapshot.SnapshotInfo, error) {
-	sel, err := selection(workspace, cohort)
-	if err != nil {
-		return nil, err
-	}
-	record, err := stateofrecord.Open(ctx, cfg, stateofrecord.Options{LockTimeout: time.Second})
-	if errors.Is(err, stateofrecord.ErrLocked) {
-		return nil, fmt.Errorf("%w\na running server holds %s: use --server http://HOST:PORT --token ADMIN_TOKEN", err, cfg.DataDir)
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer record.Close()
-	src := record.SnapshotSource()
-	pqCfg := parquet.DefaultConfig()
-	pqCfg.Root = filepath.Join(cfg.DataDir, "parquet")
-	pqCfg.SnapshotsKept = cfg.Snapshots.Kept
-	pq, err := parquet.New(pqCfg, parquet.Options{})
-	if err != nil {
-		return nil, err
-	}
-	defer pq.Close()
-	snap, err := snapshot.New(snapshot.Config{Interval: -1}, src, pq, snapshot.Options{})
-	if err != nil {
-		return nil, err
-	}
-	res, err := snap.Snapshot(ctx, sel)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]snapshot.SnapshotInfo, len(res))
-	for i, r := range res {
-		out[i] = snapshot.SnapshotInfo{Partner: r.Cohort.Partner, CohortID: r.Cohort.CohortID, Result: r}
-	}
-	return out, nil
-}
-
-func remoteSnapshot(ctx context.Context, server, token, workspace, cohort string) ([]snapshot.SnapshotInfo, error) {
-	if _, err := selection(workspace, cohort); err != nil {
-		return nil, err
-	}
-	u, err := url.Parse(strings.TrimRight(server, "/") + "/v1/workspaces/" + url.PathEscape(workspace) + "/snapshots")
-	if err != nil || u.Host == "" {
-		return nil, &usageError{fmt.Errorf("--server %q is not a URL like http://HOST:PORT", server)}
-	}
-	if cohort != "" {
-		u.RawQuery = url.Values{"cohort": {cohort}}.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(nil))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: read answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("snapshot: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	var out snapshot.Response
-	if err := json.Unmarshal(body, &out); err != nil {
-		return nil, fmt.Errorf("snapshot: bad answer: %w", err)
-	}
-	return out.Snapshots, nil
 }

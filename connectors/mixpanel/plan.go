@@ -44,9 +44,9 @@ const (
 // transaction never spans a network wait.
 const resolveBatch = 1000
 
-// Directory is the identity directory as a plan reads it:
+// UserLookups is the identity directory as a plan reads it:
 // *identities.Directory, or an *identities.Index on its own.
-type Directory interface {
+type UserLookups interface {
 	ViewUsers(fn func(identities.UserLookup) error) error
 }
 
@@ -130,7 +130,7 @@ type planned struct {
 // so that the diff is against the membership closest to when the plan
 // lands. Memory is one map entry per user of either list plus the planned
 // ids; nothing is held per profile.
-func PlanSync(ctx context.Context, c *Client, req PlanRequest, dir Directory,
+func PlanSync(ctx context.Context, c *Client, req PlanRequest, dir UserLookups,
 	current func(ctx context.Context, fn func(userID string) error) error) (Plan, error) {
 	switch {
 	case c == nil:
@@ -185,7 +185,7 @@ func PlanSync(ctx context.Context, c *Client, req PlanRequest, dir Directory,
 
 type planner struct {
 	req     PlanRequest
-	dir     Directory
+	dir     UserLookups
 	state   map[string]uint8
 	pending []identity.ID // pulled ids not yet resolved
 	adds    []planned     // resolved pulled users, current or not

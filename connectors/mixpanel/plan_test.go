@@ -218,7 +218,7 @@ func checkEnvelope(t *testing.T, e schemas.Envelope) {
 
 // resolvePlan runs the plan's records through the stream's Resolver and
 // returns the membership each user ends with, and the rejections by reason.
-func resolvePlan(t *testing.T, dir identity.Directory, plan mixpanel.Plan) (map[string]bool, map[string]int64) {
+func resolvePlan(t *testing.T, dir identity.Lookups, plan mixpanel.Plan) (map[string]bool, map[string]int64) {
 	t.Helper()
 	r, err := identity.New(identity.Options{Directory: dir})
 	if err != nil {

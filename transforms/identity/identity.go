@@ -62,16 +62,16 @@ const ReasonTooManyIDs = "too_many_ids"
 // MaxIDsPerRecord is the most ids one record may carry.
 const MaxIDsPerRecord = 1 << schemas.PositionBits
 
-// Directory is the identity directory as the resolver reads it:
+// Lookups is the identity directory as the resolver reads it:
 // *identities.Directory, or an *identities.Index on its own.
-type Directory interface {
+type Lookups interface {
 	View(fn func(identities.Lookup) error) error
 }
 
 // Options configure a Resolver.
 type Options struct {
 	// Directory is where ids are looked up. Required.
-	Directory Directory
+	Directory Lookups
 	// Allocator backs the output batches; nil means the Go allocator.
 	Allocator memory.Allocator
 	// Registerer receives the resolver's metrics; nil registers nothing.
@@ -82,7 +82,7 @@ type Options struct {
 
 // Resolver is the identity stage: it implements pipeline.Resolver.
 type Resolver struct {
-	dir Directory
+	dir Lookups
 	mem memory.Allocator
 	log *slog.Logger
 	m   *metrics

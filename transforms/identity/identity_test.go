@@ -75,7 +75,7 @@ func testDirectory(t testing.TB) *identities.Index {
 	})
 }
 
-func newResolver(t testing.TB, dir identity.Directory, reg prometheus.Registerer) *identity.Resolver {
+func newResolver(t testing.TB, dir identity.Lookups, reg prometheus.Registerer) *identity.Resolver {
 	t.Helper()
 	r, err := identity.New(identity.Options{Directory: dir, Registerer: reg})
 	if err != nil {
@@ -342,7 +342,7 @@ func TestResolveErrorsLeaveRejectionsUntouched(t *testing.T) {
 	canceled, cancel := context.WithCancel(t.Context())
 	cancel()
 	for name, tt := range map[string]struct {
-		dir  identity.Directory
+		dir  identity.Lookups
 		ctx  context.Context
 		want error
 	}{

@@ -1,0 +1,56 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/jobs/snapshot"
+	"github.com/cohortsync/cohortsync/service/stateofrecord"
+	"github.com/cohortsync/cohortsync/sinks/parquet"
+)
+
+// parquetConfig is the Parquet sink of cfg's data directory, for the stream
+// and for snapshots taken without a server.
+func parquetConfig(cfg config.Config) parquet.Config {
+	pc := parquet.DefaultConfig()
+	pc.Root = filepath.Join(cfg.DataDir, "parquet")
+	pc.SnapshotsKept = cfg.Snapshots.Kept
+	return pc
+}
+
+// SnapshotNow writes the snapshots of sel from the state of record itself,
+// as one round of serve's snapshot job would, for `cohortsync snapshot`
+// without --server. On the embedded default it needs the data directory: it
+// fails with a hint while a server holds it.
+func SnapshotNow(ctx context.Context, cfg config.Config, sel snapshot.Selection) ([]snapshot.SnapshotInfo, error) {
+	record, err := stateofrecord.Open(ctx, cfg, stateofrecord.Options{LockTimeout: time.Second})
+	if errors.Is(err, stateofrecord.ErrLocked) {
+		return nil, fmt.Errorf("%w\na running server holds %s: use --server http://HOST:PORT --token ADMIN_TOKEN", err, cfg.DataDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer record.Close()
+	pq, err := parquet.New(parquetConfig(cfg), parquet.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer pq.Close()
+	snap, err := snapshot.New(snapshot.Config{Interval: -1}, record.SnapshotSource(), pq, snapshot.Options{})
+	if err != nil {
+		return nil, err
+	}
+	res, err := snap.Snapshot(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]snapshot.SnapshotInfo, len(res))
+	for i, r := range res {
+		out[i] = snapshot.SnapshotInfo{Partner: r.Cohort.Partner, CohortID: r.Cohort.CohortID, Result: r}
+	}
+	return out, nil
+}
