@@ -16,25 +16,9 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/service"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 var curlBody = regexp.MustCompile(`-d '([^']+)'`)
 
@@ -46,7 +30,7 @@ func BenchmarkLanding(b *testing.B) {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Ingest.RateLimitPerHour = 1 << 40
 	cfg.Ingest.RateBurst = 1 << 30
-	out := &lockedBuffer{}
+	out := &testkit.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ready := make(chan string, 1)

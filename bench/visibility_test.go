@@ -16,6 +16,7 @@ import (
 
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/service"
 )
 
@@ -41,7 +42,7 @@ func BenchmarkVisibility(b *testing.B) {
 func visibility(b *testing.B, cfg config.Config) {
 	const admin, users = "cst_visibility-bench-admin", 1000
 	cfg.DataDir, cfg.HTTPAddr, cfg.AdminToken = b.TempDir(), "127.0.0.1:0", admin
-	out := &lockedBuffer{}
+	out := &testkit.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ready, done := make(chan string, 1), make(chan error, 1)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/demo"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/service"
 	"github.com/cohortsync/cohortsync/sinks/state"
@@ -29,24 +30,6 @@ const (
 	adminToken = "cst_demo-test-admin-token"
 	partnerKey = "cpk_demo-test-partner-key"
 )
-
-// lockedBuffer is written by the service goroutine and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startService runs a real embedded instance (broker, stream, state store)
 // on dir and returns its address and a function that stops it.
@@ -59,7 +42,7 @@ func startService(t *testing.T, dir string) (string, func()) {
 	p := cfg.Partners["mixpanel"]
 	p.APIKey = partnerKey
 	cfg.Partners["mixpanel"] = p
-	logs := &lockedBuffer{}
+	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
