@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -22,13 +21,9 @@ const (
 )
 
 const (
-	// tableFetchSlack is how much longer than the poll wait one fetch may
-	// take before the connection is presumed dead and replaced.
-	tableFetchSlack    = 5 * time.Second
-	tableFetchMaxBytes = 1 << 20
-	tableBackoffMin    = 100 * time.Millisecond
-	tableBackoffMax    = 2 * time.Second
-	tableProduceTries  = 5
+	tableBackoffMin   = 100 * time.Millisecond
+	tableBackoffMax   = 2 * time.Second
+	tableProduceTries = 5
 )
 
 // ErrTableClosed is returned by a Table's operations after Close.
@@ -282,7 +277,7 @@ func (t *Table) WaitApplied(ctx context.Context, offset int64) error {
 // Sync waits until every record written to the topic before the call,
 // by any process, has been applied here.
 func (t *Table) Sync(ctx context.Context) error {
-	end, err := t.listOffset(ctx, kafkago.LastOffset)
+	end, err := t.client.PartitionOffset(ctx, t.opts.Topic, 0, kafkago.LastOffset)
 	if err != nil {
 		return fmt.Errorf("kafka: table %q: %w", t.opts.Name, err)
 	}
@@ -314,92 +309,44 @@ func (t *Table) Healthy() error {
 	return fmt.Errorf("kafka: table %q not in sync with %s for %s", t.opts.Name, t.opts.Topic, age.Round(time.Millisecond))
 }
 
-// tail reads the topic from next on until ctx ends, reconnecting with
-// backoff. It fetches through a low-level Conn because each fetch answer
-// carries the high-water mark, which tells when the state is current.
+// tail follows the topic's one partition until ctx ends; the Table is its
+// own Follower.
 func (t *Table) tail(ctx context.Context) {
 	defer close(t.done)
-	failures := 0
-	for {
-		if failures > 0 && retry.Sleep(ctx, retry.Backoff{Initial: tableBackoffMin, Max: tableBackoffMax}.Delay(failures)) != nil {
-			return
-		}
-		conn, err := t.client.DialLeader(ctx, t.opts.Topic, 0)
-		if err == nil {
-			var fetched bool
-			fetched, err = t.follow(ctx, conn)
-			_ = conn.Close()
-			if fetched {
-				failures = 0
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		failures++
-		t.metrics.tailErrors.Inc()
-		t.mu.Lock()
-		t.lastErr = err
-		t.mu.Unlock()
-		t.log.Warn("table tail interrupted, reconnecting", "error", err)
-	}
+	t.client.FollowPartition(ctx, t.opts.Topic, 0, FollowOptions{
+		PollWait: t.pollWait,
+		Backoff:  retry.Backoff{Initial: tableBackoffMin, Max: tableBackoffMax},
+	}, (*tableFollower)(t))
 }
 
-// follow fetches over conn until it fails; fetched reports whether at least
-// one fetch succeeded.
-func (t *Table) follow(ctx context.Context, conn *kafkago.Conn) (fetched bool, err error) {
-	// A blocked fetch only returns early when its connection closes.
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	defer stop()
-	for {
-		t.mu.Lock()
-		from := t.next
-		t.mu.Unlock()
-		if _, err := conn.Seek(from, kafkago.SeekAbsolute|kafkago.SeekDontCheck); err != nil {
-			return fetched, fmt.Errorf("seek to %d: %w", from, err)
-		}
-		asked := time.Now()
-		if err := conn.SetDeadline(asked.Add(t.pollWait + tableFetchSlack)); err != nil {
-			return fetched, fmt.Errorf("set deadline: %w", err)
-		}
-		batch := conn.ReadBatchWith(kafkago.ReadBatchConfig{MinBytes: 1, MaxBytes: tableFetchMaxBytes, MaxWait: t.pollWait})
-		hwm := batch.HighWaterMark()
-		var recs []TableRecord
-		var end error
-		for {
-			m, err := batch.ReadMessage()
-			if err != nil {
-				end = err
-				break
-			}
-			if m.Offset >= from {
-				recs = append(recs, TableRecord{Key: m.Key, Value: m.Value, Offset: m.Offset, Time: m.Time})
-			}
-		}
-		after := batch.Offset()
-		_ = batch.Close()
+// tableFollower is the Table seen as a Follower; its methods are not part
+// of the Table's own API.
+type tableFollower Table
 
-		var kerr kafkago.Error
-		// An answer with nothing new comes back as RequestTimedOut with the
-		// high-water mark equal to the fetch position: we are at the end.
-		atEnd := len(recs) == 0 && hwm == from && errors.As(end, &kerr) && kerr == kafkago.RequestTimedOut
-		complete := atEnd || errors.Is(end, io.EOF)
-		if !complete && len(recs) == 0 {
-			switch {
-			case errors.As(end, &kerr) && kerr == kafkago.OffsetOutOfRange:
-				if err := t.outOfRange(ctx, from); err != nil {
-					return fetched, err
-				}
-				continue
-			case errors.As(end, &kerr) && kerr == kafkago.RequestTimedOut:
-				continue
-			default:
-				return fetched, fmt.Errorf("fetch %s/0 at %d: %w", t.opts.Topic, from, end)
-			}
-		}
-		fetched = true
-		t.applyFetched(from, recs, complete, after, hwm, asked)
-	}
+func (f *tableFollower) Position() int64 {
+	t := (*Table)(f)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.next
+}
+
+func (f *tableFollower) Fetched(from int64, recs []TableRecord, complete bool, after, hwm int64, asked time.Time) error {
+	(*Table)(f).applyFetched(from, recs, complete, after, hwm, asked)
+	return nil
+}
+
+func (f *tableFollower) OutOfRange(at, first, last int64) error {
+	(*Table)(f).outOfRange(at, first, last)
+	return nil
+}
+
+func (f *tableFollower) Interrupted(err error) {
+	t := (*Table)(f)
+	t.metrics.tailErrors.Inc()
+	t.mu.Lock()
+	t.lastErr = err
+	t.mu.Unlock()
+	t.log.Warn("table tail interrupted, reconnecting", "error", err)
 }
 
 // applyFetched hands recs to Apply and moves next past them. Apply runs
@@ -438,17 +385,7 @@ func (t *Table) applyFetched(from int64, recs []TableRecord, complete bool, afte
 }
 
 // outOfRange handles a fetch position outside the log.
-func (t *Table) outOfRange(ctx context.Context, at int64) error {
-	qctx, cancel := context.WithTimeout(ctx, leaderDialTimeout)
-	defer cancel()
-	first, err := t.listOffset(qctx, kafkago.FirstOffset)
-	if err != nil {
-		return fmt.Errorf("offset %d out of range: %w", at, err)
-	}
-	last, err := t.listOffset(qctx, kafkago.LastOffset)
-	if err != nil {
-		return fmt.Errorf("offset %d out of range: %w", at, err)
-	}
+func (t *Table) outOfRange(at, first, last int64) {
 	switch {
 	case at < first:
 		t.log.Warn("records were deleted before they were read; skipping ahead", "from", at, "to", first)
@@ -459,41 +396,20 @@ func (t *Table) outOfRange(ctx context.Context, at int64) error {
 			t.opts.Reset()
 		}
 	default:
-		return nil
+		return
 	}
 	t.mu.Lock()
 	t.next = first
 	close(t.moved)
 	t.moved = make(chan struct{})
 	t.mu.Unlock()
-	return nil
-}
-
-func (t *Table) listOffset(ctx context.Context, which int64) (int64, error) {
-	resp, err := t.client.admin.ListOffsets(ctx, &kafkago.ListOffsetsRequest{
-		Topics: map[string][]kafkago.OffsetRequest{t.opts.Topic: {{Partition: 0, Timestamp: which}}},
-	})
-	if err != nil {
-		return 0, fmt.Errorf("list offsets of %s: %w", t.opts.Topic, err)
-	}
-	parts := resp.Topics[t.opts.Topic]
-	if len(parts) != 1 {
-		return 0, fmt.Errorf("list offsets of %s: no answer for partition 0", t.opts.Topic)
-	}
-	if parts[0].Error != nil {
-		return 0, fmt.Errorf("list offsets of %s/0: %w", t.opts.Topic, parts[0].Error)
-	}
-	if which == kafkago.FirstOffset {
-		return parts[0].FirstOffset, nil
-	}
-	return parts[0].LastOffset, nil
 }
 
 // offsetRetry retries what the broker calls temporary, such as a leader not
 // elected yet for a topic created a moment ago.
 func (t *Table) offsetRetry(ctx context.Context, which int64) (int64, error) {
 	for attempt := 1; ; attempt++ {
-		off, err := t.listOffset(ctx, which)
+		off, err := t.client.PartitionOffset(ctx, t.opts.Topic, 0, which)
 		var kerr kafkago.Error
 		if err == nil || !errors.As(err, &kerr) || !kerr.Temporary() {
 			return off, err

@@ -381,7 +381,7 @@ func (d *Directory) partitionEnds(ctx context.Context) (map[int]int64, error) {
 		} else if !errors.As(err, &kerr) || !kerr.Temporary() {
 			return nil, err
 		}
-		if retry.Sleep(ctx, retry.Backoff{Initial: backoffMin, Max: backoffMax}.Delay(attempt)) != nil {
+		if retry.Sleep(ctx, tailBackoff.Delay(attempt)) != nil {
 			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
 	}
