@@ -366,6 +366,9 @@ func (pc *partConn) get() *kafkago.Conn {
 	return pc.conn
 }
 
+// fetchBackoff spaces the reconnects of one partition's fetch loop.
+var fetchBackoff = retry.Backoff{Initial: 50 * time.Millisecond, Max: 5 * time.Second}
+
 func (s *GroupSource) fetchLoop(ctx context.Context, gs *genState, fs *fetchState) {
 	pc := &partConn{}
 	stop := context.AfterFunc(ctx, pc.kill)
@@ -388,7 +391,7 @@ func (s *GroupSource) fetchLoop(ctx context.Context, gs *genState, fs *fetchStat
 			return
 		}
 		pc.drop()
-		wait = min(max(2*wait, 50*time.Millisecond), 5*time.Second)
+		wait = fetchBackoff.Next(wait)
 		s.m.fetchErrors.Inc()
 		s.log.Warn("fetch failed, reconnecting", "partition", fs.partition, "retry_in", wait, "err", err)
 	}

@@ -332,11 +332,7 @@ func (c *Client) fetchPage(ctx context.Context, cohortID string, page int, form 
 // up to RetryMax, of which a random half is taken off so that clients that
 // failed together do not retry together.
 func (c *Client) backoff(n int) time.Duration {
-	d := c.cfg.RetryBase
-	for i := 1; i < n && d < c.cfg.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, c.cfg.RetryMax)
+	d := retry.Backoff{Initial: c.cfg.RetryBase, Max: c.cfg.RetryMax}.Delay(n)
 	return d/2 + c.jitter(d/2)
 }
 

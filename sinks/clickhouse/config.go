@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cohortsync/cohortsync/internal/retry"
 )
 
 // identifierRE is what a database or cluster name may look like: both are
@@ -37,10 +39,7 @@ type Config struct {
 
 // Retry is the capped exponential backoff between attempts of a write the
 // server did not take. A write is retried until its context ends.
-type Retry struct {
-	Initial time.Duration `yaml:"initial"`
-	Max     time.Duration `yaml:"max"`
-}
+type Retry = retry.Backoff
 
 // DefaultConfig returns the defaults of every field but Addr.
 func DefaultConfig() Config {

@@ -114,7 +114,7 @@ func (s *Sink) insert(ctx context.Context, in insert) error {
 			return fmt.Errorf("clickhouse: insert of %d rows into %s abandoned after %d attempts: %w (last error: %w)",
 				in.rows, in.table.name, attempt, serr, err)
 		}
-		wait = min(2*wait, s.cfg.Retry.Max)
+		wait = s.cfg.Retry.Next(wait)
 	}
 }
 
