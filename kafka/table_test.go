@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 )
@@ -54,16 +55,10 @@ func (s *kv) snapshot() (map[string]string, []int64) {
 	return m, append([]int64(nil), s.offsets...)
 }
 
-func tableContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func openKV(t *testing.T, client *kafka.Client, reg prometheus.Registerer) (*kafka.Table, *kv) {
 	t.Helper()
 	st := newKV()
-	tbl, err := client.OpenTable(tableContext(t), kafka.TableOptions{
+	tbl, err := client.OpenTable(testkit.Context(t, 20*time.Second), kafka.TableOptions{
 		Topic: client.Config().Topics.Tokens, Name: "test", Apply: st.apply,
 		Reset:      func() { st.mu.Lock(); st.m = map[string]string{}; st.resets++; st.mu.Unlock() },
 		Registerer: reg, PollWait: 50 * time.Millisecond, MaxStaleness: time.Second,
@@ -77,7 +72,7 @@ func openKV(t *testing.T, client *kafka.Client, reg prometheus.Registerer) (*kaf
 
 func TestTableReadYourWritesReplayAndTail(t *testing.T) {
 	t.Parallel()
-	ctx := tableContext(t)
+	ctx := testkit.Context(t, 20*time.Second)
 	client := kafkatest.NewClient(t, kafkatest.NewCluster(t), "table")
 
 	reg := prometheus.NewRegistry()

@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -25,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/cohortsync/cohortsync/internal/httproute"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/segments"
@@ -50,12 +50,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	c.Close()
 	os.Exit(code)
-}
-
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // fixture is a server with the segments API, the token API, the keys admin
@@ -84,7 +78,7 @@ func nextPrefix(t *testing.T) string {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := testkit.Context(t, 30*time.Second)
 	client := kafkatest.NewClient(t, testBrokers, nextPrefix(t))
 	f := &fixture{engine: newFakeEngine(), client: client, reg: prometheus.NewRegistry(), routes: httproute.NewRecorder()}
 	var err error
@@ -156,7 +150,7 @@ func (f *fixture) call(t *testing.T, method, path, token, body string) answer {
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(testCtx(t), method, f.srv.URL+path, rd)
+	req, err := http.NewRequestWithContext(testkit.Context(t, 30*time.Second), method, f.srv.URL+path, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +180,7 @@ func decode[T any](t *testing.T, a answer) T {
 
 func (f *fixture) segment(t *testing.T, ws, name, cohort string) saved.Segment {
 	t.Helper()
-	s, err := f.saved.Create(testCtx(t), ws, name, json.RawMessage(`{"cohort":{"partner":"mixpanel","id":"`+cohort+`"}}`))
+	s, err := f.saved.Create(testkit.Context(t, 30*time.Second), ws, name, json.RawMessage(`{"cohort":{"partner":"mixpanel","id":"`+cohort+`"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +194,7 @@ func (f *fixture) segment(t *testing.T, ws, name, cohort string) saved.Segment {
 func TestWorkspaceIsolationEveryRoute(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t, 30*time.Second)
 	_, acmeToken, err := f.tokens.Create(ctx, "acme")
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +230,7 @@ func TestWorkspaceIsolationEveryRoute(t *testing.T) {
 		{"POST /v1/workspaces/{workspace}/keys", "POST", fixed("/keys"), `{"partner":"mixpanel"}`, 201},
 		{"GET /v1/workspaces/{workspace}/keys", "GET", fixed("/keys"), "", 200},
 		{"DELETE /v1/workspaces/{workspace}/keys/{key_id}", "DELETE", func(t *testing.T, ws string) string {
-			k, _, err := f.keys.Create(testCtx(t), ws, "mixpanel", "")
+			k, _, err := f.keys.Create(testkit.Context(t, 30*time.Second), ws, "mixpanel", "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -521,7 +515,7 @@ func TestMembersExport(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tbl, err := fr.ReadTable(testCtx(t))
+		tbl, err := fr.ReadTable(testkit.Context(t, 30*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -546,7 +540,7 @@ func TestMembersExport(t *testing.T) {
 	t.Run("failure midway cuts the connection", func(t *testing.T) {
 		t.Parallel()
 		broken := f.segment(t, "acme", "broken", "broken")
-		req, _ := http.NewRequestWithContext(testCtx(t), "GET", f.srv.URL+path(broken, "csv"), nil)
+		req, _ := http.NewRequestWithContext(testkit.Context(t, 30*time.Second), "GET", f.srv.URL+path(broken, "csv"), nil)
 		req.Header.Set("Authorization", "Bearer "+globalToken)
 		resp, err := f.srv.Client().Do(req)
 		if err != nil {
@@ -560,7 +554,7 @@ func TestMembersExport(t *testing.T) {
 	})
 	t.Run("unknown cohort before the first byte", func(t *testing.T) {
 		t.Parallel()
-		s, err := f.saved.Create(testCtx(t), "acme", "gone", json.RawMessage(`{"cohort":{"partner":"mixpanel","id":"gone"}}`))
+		s, err := f.saved.Create(testkit.Context(t, 30*time.Second), "acme", "gone", json.RawMessage(`{"cohort":{"partner":"mixpanel","id":"gone"}}`))
 		if err != nil {
 			t.Fatal(err)
 		}

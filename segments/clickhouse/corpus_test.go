@@ -2,7 +2,9 @@ package clickhouse_test
 
 import (
 	"testing"
+	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/segments/segmentstest"
 )
 
@@ -13,7 +15,7 @@ func TestCorpus(t *testing.T) {
 	t.Parallel()
 	c := segmentstest.New()
 	sink, eng := newPair(t)
-	if err := c.Write(testCtx(t), sink); err != nil {
+	if err := c.Write(testkit.DetachedContext(t, 60*time.Second), sink); err != nil {
 		t.Fatal(err)
 	}
 	segmentstest.Run(t, eng, c)

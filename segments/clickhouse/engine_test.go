@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/segments"
@@ -138,7 +139,7 @@ func TestEngine(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			ctx := testCtx(t)
+			ctx := testkit.DetachedContext(t, 60*time.Second)
 			want := f.expect(c.want, c.asOf)
 			if len(want) == 0 && !strings.Contains(c.name, "before anything") {
 				t.Fatalf("the fixture gives %s no members: the case proves nothing", c.name)
@@ -206,7 +207,7 @@ func TestEngine(t *testing.T) {
 func TestExplainReasons(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	ctx := testCtx(t)
+	ctx := testkit.DetachedContext(t, 60*time.Second)
 	filter := json.RawMessage(`{"and":[{"cohort":{"partner":"mixpanel","name":"Alpha"}},{"not":` + cohortF("B") + `}]}`)
 	for _, asOf := range []time.Time{{}, f.t1.Add(time.Minute)} {
 		last := f.model.last(asOf)
@@ -255,7 +256,7 @@ func TestExplainReasons(t *testing.T) {
 func TestFilterErrorsAndCursors(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	ctx := testCtx(t)
+	ctx := testkit.DetachedContext(t, 60*time.Second)
 	bad := []struct{ filter, path, msg string }{
 		{`{"cohort":{"partner":"mixpanel","id":"Z"}}`, "/cohort/id", "no cohort"},
 		{`{"and":[` + cohortF("A") + `,{"cohort":{"partner":"mixpanel","name":"Gamma"}}]}`, "/and/1/cohort/name", `"C", "D"`},
@@ -315,7 +316,7 @@ func TestFilterErrorsAndCursors(t *testing.T) {
 func TestDataPoints(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	ctx := testCtx(t)
+	ctx := testkit.DetachedContext(t, 60*time.Second)
 	day0 := f.t0.Truncate(24 * time.Hour)
 	day1 := day0.AddDate(0, 0, 1)
 	keys := map[segments.GroupBy]func(c schemas.ResolvedChange) segments.DataPointRow{
@@ -361,7 +362,7 @@ func TestDataPoints(t *testing.T) {
 func TestCohorts(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	ctx := testCtx(t)
+	ctx := testkit.DetachedContext(t, 60*time.Second)
 	check := func(now time.Time, staleA bool) {
 		t.Helper()
 		got, err := f.eng.Cohorts(ctx, ws, now)

@@ -2,7 +2,6 @@ package clickhouse_test
 
 import (
 	"cmp"
-	"context"
 	"log/slog"
 	"slices"
 	"testing"
@@ -11,18 +10,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/segments"
 	segch "github.com/cohortsync/cohortsync/segments/clickhouse"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 )
-
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 func testConfig(addr, db string) chsink.Config {
 	cfg := chsink.DefaultConfig()
@@ -52,7 +46,7 @@ func newPairAt(t testing.TB, addr, db string) (*chsink.Sink, *segch.Engine) {
 		t.Fatalf("new sink: %v", err)
 	}
 	t.Cleanup(func() { _ = sink.Close() })
-	if _, err := sink.Migrate(testCtx(t)); err != nil {
+	if _, err := sink.Migrate(testkit.DetachedContext(t, 60*time.Second)); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
 	eng, err := segch.New(cfg, segch.Options{Logger: log, Registerer: prometheus.NewRegistry()})
@@ -132,7 +126,7 @@ func write(t testing.TB, sink *chsink.Sink, recs []record, cohorts []pipeline.Re
 	batch := b.NewRecordBatch()
 	defer batch.Release()
 	out := &pipeline.Output{Changes: batch, Cohorts: cohorts, Rejections: pipeline.NewRejections()}
-	if err := sink.Write(testCtx(t), out); err != nil {
+	if err := sink.Write(testkit.DetachedContext(t, 60*time.Second), out); err != nil {
 		t.Fatalf("write: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/segments"
@@ -39,14 +40,14 @@ func write(t *testing.T, s *state.Store, offset int64, at time.Time, changes ...
 	}
 	out := &pipeline.Output{Changes: cb.NewRecordBatch(), Rejections: pipeline.NewRejections()}
 	defer out.Changes.Release()
-	if err := s.Write(testCtx(t), out); err != nil {
+	if err := s.Write(testkit.DetachedContext(t, 30*time.Second), out); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func members(t *testing.T, e segments.Engine, filter string) []string {
 	t.Helper()
-	p, err := e.Evaluate(testCtx(t), "acme", segments.Query{Filter: json.RawMessage(filter), Limit: 100})
+	p, err := e.Evaluate(testkit.DetachedContext(t, 30*time.Second), "acme", segments.Query{Filter: json.RawMessage(filter), Limit: 100})
 	if err != nil {
 		t.Fatalf("Evaluate(%s): %v", filter, err)
 	}
@@ -92,7 +93,7 @@ func TestCacheFollowsWrites(t *testing.T) {
 			}
 		}
 	}
-	ans, err := e.Explain(testCtx(t), "acme", json.RawMessage(fAnotB), "u1", time.Time{})
+	ans, err := e.Explain(testkit.DetachedContext(t, 30*time.Second), "acme", json.RawMessage(fAnotB), "u1", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func TestConcurrentQueriesAndWrites(t *testing.T) {
 		wg.Go(func() {
 			for range 30 {
 				for _, f := range []string{fA, fAnotB, fNotA} {
-					if _, err := e.Evaluate(testCtx(t), "acme", segments.Query{Filter: json.RawMessage(f), Limit: 5}); err != nil {
+					if _, err := e.Evaluate(testkit.DetachedContext(t, 30*time.Second), "acme", segments.Query{Filter: json.RawMessage(f), Limit: 5}); err != nil {
 						t.Errorf("goroutine %d: %v", g, err)
 						return
 					}

@@ -1,21 +1,14 @@
 package embedded_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/segments/embedded"
 	"github.com/cohortsync/cohortsync/segments/segmentstest"
 	"github.com/cohortsync/cohortsync/sinks/state"
 )
-
-func testCtx(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 func openStore(t testing.TB) *state.Store {
 	t.Helper()
@@ -40,7 +33,7 @@ func TestCorpus(t *testing.T) {
 	t.Parallel()
 	c := segmentstest.New()
 	s := openStore(t)
-	if err := c.Write(testCtx(t), s); err != nil {
+	if err := c.Write(testkit.DetachedContext(t, 30*time.Second), s); err != nil {
 		t.Fatal(err)
 	}
 	segmentstest.Run(t, newEngine(t, s), c)

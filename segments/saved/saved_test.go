@@ -1,27 +1,21 @@
 package saved_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/segments/saved"
 )
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func open(t *testing.T, client *kafka.Client) *saved.Store {
 	t.Helper()
-	s, err := saved.Open(testCtx(t), client, saved.Options{PollWait: 50 * time.Millisecond})
+	s, err := saved.Open(testkit.Context(t, 20*time.Second), client, saved.Options{PollWait: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +25,7 @@ func open(t *testing.T, client *kafka.Client) *saved.Store {
 
 func TestStoreLifecycleAcrossInstances(t *testing.T) {
 	t.Parallel()
-	ctx := testCtx(t)
+	ctx := testkit.Context(t, 20*time.Second)
 	client := kafkatest.NewClient(t, kafkatest.NewCluster(t), "saved")
 	a := open(t, client)
 
@@ -108,7 +102,7 @@ func TestCreateRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := s.Create(testCtx(t), tt.ws, tt.segName, json.RawMessage(tt.filter))
+			_, err := s.Create(testkit.Context(t, 20*time.Second), tt.ws, tt.segName, json.RawMessage(tt.filter))
 			if !errors.Is(err, saved.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Create = %v, want ErrInvalid with %q", err, tt.want)
 			}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 )
@@ -42,7 +43,7 @@ func BenchmarkSinkWrite(b *testing.B) {
 			client0, server0 := selfCPU(), procCPU(srv.Pid())
 			i := 0
 			for b.Loop() {
-				if err := s.Write(testCtx(b), outs[i%len(outs)]); err != nil {
+				if err := s.Write(testkit.DetachedContext(b, 60*time.Second), outs[i%len(outs)]); err != nil {
 					b.Fatal(err)
 				}
 				i++

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 )
@@ -35,7 +36,7 @@ func testLogger(t testing.TB) *slog.Logger {
 func count(t testing.TB, conn driver.Conn, q string) uint64 {
 	t.Helper()
 	var n uint64
-	if err := conn.QueryRow(testCtx(t), q).Scan(&n); err != nil {
+	if err := conn.QueryRow(testkit.DetachedContext(t, 60*time.Second), q).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return n
@@ -60,7 +61,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	}
 	defer s.Close()
 
-	first, err := s.Migrate(testCtx(t))
+	first, err := s.Migrate(testkit.DetachedContext(t, 60*time.Second))
 	if err != nil {
 		t.Fatalf("first migrate: %v", err)
 	}
@@ -68,7 +69,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if !reflect.DeepEqual(first, want) {
 		t.Errorf("first migrate = %+v, want %+v", first, want)
 	}
-	second, err := s.Migrate(testCtx(t))
+	second, err := s.Migrate(testkit.DetachedContext(t, 60*time.Second))
 	if err != nil {
 		t.Fatalf("second migrate: %v", err)
 	}
@@ -80,7 +81,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if n := count(t, conn, "SELECT count() FROM `"+db+"`.schema_migrations"); n != 1 {
 		t.Errorf("schema_migrations has %d rows, want 1", n)
 	}
-	rows, err := conn.Query(testCtx(t), "SELECT name, engine FROM system.tables WHERE database = ? ORDER BY name", db)
+	rows, err := conn.Query(testkit.DetachedContext(t, 60*time.Second), "SELECT name, engine FROM system.tables WHERE database = ? ORDER BY name", db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,23 +133,23 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 		t.Helper()
 		var st state
 		var err error
-		if st.members, err = s.Members(testCtx(t), ws, p, c); err != nil {
+		if st.members, err = s.Members(testkit.DetachedContext(t, 60*time.Second), ws, p, c); err != nil {
 			t.Fatal(err)
 		}
-		if st.dataPoints, err = s.DataPointTotals(testCtx(t), ws); err != nil {
+		if st.dataPoints, err = s.DataPointTotals(testkit.DetachedContext(t, 60*time.Second), ws); err != nil {
 			t.Fatal(err)
 		}
-		if st.rejections, err = s.RejectionTotals(testCtx(t), ws); err != nil {
+		if st.rejections, err = s.RejectionTotals(testkit.DetachedContext(t, 60*time.Second), ws); err != nil {
 			t.Fatal(err)
 		}
 		st.changes = count(t, conn, "SELECT count() FROM "+db+".membership_changes FINAL")
-		if err := conn.QueryRow(testCtx(t), "SELECT name FROM "+db+".cohorts FINAL WHERE cohort_id = ?", c).Scan(&st.cohortName); err != nil {
+		if err := conn.QueryRow(testkit.DetachedContext(t, 60*time.Second), "SELECT name FROM "+db+".cohorts FINAL WHERE cohort_id = ?", c).Scan(&st.cohortName); err != nil {
 			t.Fatal(err)
 		}
 		return st
 	}
 
-	if err := s.Write(testCtx(t), out); err != nil {
+	if err := s.Write(testkit.DetachedContext(t, 60*time.Second), out); err != nil {
 		t.Fatalf("first write: %v", err)
 	}
 	once := read()
@@ -169,7 +170,7 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 		t.Fatalf("after one delivery:\n got %+v\nwant %+v", once, want)
 	}
 
-	if err := s.Write(testCtx(t), out); err != nil {
+	if err := s.Write(testkit.DetachedContext(t, 60*time.Second), out); err != nil {
 		t.Fatalf("second write: %v", err)
 	}
 	if twice := read(); !reflect.DeepEqual(twice, once) {
@@ -181,7 +182,7 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 		t.Errorf("data_points before merge = %d rows, want 14 (two deliveries)", n)
 	}
 	for _, table := range []string{"membership", "membership_changes", "data_points", "import_rejections", "cohorts"} {
-		if err := conn.Exec(testCtx(t), "OPTIMIZE TABLE "+db+"."+table+" FINAL"); err != nil {
+		if err := conn.Exec(testkit.DetachedContext(t, 60*time.Second), "OPTIMIZE TABLE "+db+"."+table+" FINAL"); err != nil {
 			t.Fatalf("optimize %s: %v", table, err)
 		}
 	}
@@ -242,11 +243,11 @@ func TestLaterVersionWins(t *testing.T) {
 			ws := "ws_" + name
 			recs := batches(ws)
 			for _, i := range order {
-				if err := s.Write(testCtx(t), output(t, []record{recs[i]}, nil, nil)); err != nil {
+				if err := s.Write(testkit.DetachedContext(t, 60*time.Second), output(t, []record{recs[i]}, nil, nil)); err != nil {
 					t.Fatalf("write %s: %v", recs[i].recordID, err)
 				}
 			}
-			got, err := s.Members(testCtx(t), ws, p, c)
+			got, err := s.Members(testkit.DetachedContext(t, 60*time.Second), ws, p, c)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -254,7 +255,7 @@ func TestLaterVersionWins(t *testing.T) {
 				t.Errorf("members = %v, want %v", got, want)
 			}
 			// Every assignment is billable once, whatever the order.
-			totals, err := s.DataPointTotals(testCtx(t), ws)
+			totals, err := s.DataPointTotals(testkit.DetachedContext(t, 60*time.Second), ws)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -278,10 +279,10 @@ func fmtInts(xs []int) string {
 func TestWriteEmptyOutput(t *testing.T) {
 	t.Parallel()
 	s, reg := newSink(t)
-	if err := s.Write(testCtx(t), output(t, nil, nil, nil)); err != nil {
+	if err := s.Write(testkit.DetachedContext(t, 60*time.Second), output(t, nil, nil, nil)); err != nil {
 		t.Fatalf("write: %v", err)
 	}
-	if err := s.Write(testCtx(t), nil); err != nil {
+	if err := s.Write(testkit.DetachedContext(t, 60*time.Second), nil); err != nil {
 		t.Fatalf("write nil: %v", err)
 	}
 	if n, err := testutil.GatherAndCount(reg, "cohortsync_clickhouse_inserts_total"); err != nil || n != 0 {

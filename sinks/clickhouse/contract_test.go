@@ -3,8 +3,10 @@ package clickhouse_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/sinks/sinktest"
 )
@@ -20,7 +22,7 @@ func TestSinkContract(t *testing.T) {
 			},
 			// The tables as a query on another connection sees them.
 			Contents: func(t *testing.T, _ pipeline.Sink) string {
-				ctx := testCtx(t)
+				ctx := testkit.DetachedContext(t, 60*time.Second)
 				reader, _ := newSinkAt(t, addr, db)
 				members, err := reader.Members(ctx, "acme", "mixpanel", "churn")
 				if err != nil {

@@ -1,24 +1,17 @@
 package clickhouse_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 )
-
-// testCtx is the deadline of one test's calls.
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // newSink returns a migrated sink on its own database of the shared server.
 func newSink(t testing.TB) (*chsink.Sink, *prometheus.Registry) {
@@ -41,7 +34,7 @@ func newSinkAt(t testing.TB, addr, db string) (*chsink.Sink, *prometheus.Registr
 		t.Fatalf("new sink: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.Migrate(testCtx(t)); err != nil {
+	if _, err := s.Migrate(testkit.DetachedContext(t, 60*time.Second)); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
 	return s, reg

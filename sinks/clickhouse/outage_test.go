@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 )
@@ -73,7 +74,7 @@ func TestServerRestartMidStream(t *testing.T) {
 
 	write := func(i int) {
 		t.Helper()
-		if err := s.Write(testCtx(t), batches[i]); err != nil {
+		if err := s.Write(testkit.DetachedContext(t, 60*time.Second), batches[i]); err != nil {
 			t.Fatalf("write batch %d: %v", i, err)
 		}
 	}
@@ -103,7 +104,7 @@ func TestServerRestartMidStream(t *testing.T) {
 	write(3)
 	srv.Stop()
 	done := make(chan error, 1)
-	go func() { done <- s.Write(testCtx(t), batches[4]) }()
+	go func() { done <- s.Write(testkit.DetachedContext(t, 60*time.Second), batches[4]) }()
 	waitHealthy(t, s, false, 10*time.Second)
 	select {
 	case err := <-done:
@@ -125,21 +126,21 @@ func TestServerRestartMidStream(t *testing.T) {
 	write(5)
 	write(4) // and one more redelivery, out of order
 
-	members, err := s.Members(testCtx(t), ws, p, c)
+	members, err := s.Members(testkit.DetachedContext(t, 60*time.Second), ws, p, c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(members, wantMembers) {
 		t.Errorf("members = %v\nwant %v", members, wantMembers)
 	}
-	totals, err := s.DataPointTotals(testCtx(t), ws)
+	totals, err := s.DataPointTotals(testkit.DetachedContext(t, 60*time.Second), ws)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(totals) != 1 || totals[0].Total != wantTotal || totals[0].Removes != 5 {
 		t.Errorf("data point totals = %+v, want %d with 5 removes", totals, wantTotal)
 	}
-	rej, err := s.RejectionTotals(testCtx(t), ws)
+	rej, err := s.RejectionTotals(testkit.DetachedContext(t, 60*time.Second), ws)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,13 +156,13 @@ func TestRefusedBatchRetriesUntilAccepted(t *testing.T) {
 	t.Parallel()
 	s, reg := newSink(t)
 	conn := chtest.Open(t, s.Config().Addr)
-	if err := conn.Exec(testCtx(t), "DROP TABLE `"+s.Config().Database+"`.data_points"); err != nil {
+	if err := conn.Exec(testkit.DetachedContext(t, 60*time.Second), "DROP TABLE `"+s.Config().Database+"`.data_points"); err != nil {
 		t.Fatal(err)
 	}
 	const ws = "ws"
 	out := output(t, []record{{ws, "mixpanel", "c", "r1", 5, day1, concat(adds("a", "b"), removes("c"))}}, nil, nil)
 	done := make(chan error, 1)
-	go func() { done <- s.Write(testCtx(t), out) }()
+	go func() { done <- s.Write(testkit.DetachedContext(t, 60*time.Second), out) }()
 
 	waitHealthy(t, s, false, 10*time.Second)
 	if err := s.Healthy(); err == nil || !strings.Contains(err.Error(), "data_points") {
@@ -181,7 +182,7 @@ func TestRefusedBatchRetriesUntilAccepted(t *testing.T) {
 	// The operator creates the table again.
 	for _, stmt := range chsink.Statements(s.Config()) {
 		if strings.Contains(stmt, "`data_points`") {
-			if err := conn.Exec(testCtx(t), stmt); err != nil {
+			if err := conn.Exec(testkit.DetachedContext(t, 60*time.Second), stmt); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -197,7 +198,7 @@ func TestRefusedBatchRetriesUntilAccepted(t *testing.T) {
 	if err := s.Healthy(); err != nil {
 		t.Errorf("Healthy() after the fix = %v", err)
 	}
-	totals, err := s.DataPointTotals(testCtx(t), ws)
+	totals, err := s.DataPointTotals(testkit.DetachedContext(t, 60*time.Second), ws)
 	if err != nil {
 		t.Fatal(err)
 	}

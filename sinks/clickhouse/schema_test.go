@@ -6,10 +6,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 )
 
@@ -116,7 +118,7 @@ func TestClusterStatementsRunOn1816(t *testing.T) {
     <macros><shard>01</shard><replica>r1</replica></macros>
     <remote_servers><main><shard><replica><host>127.0.0.1</host><port>1</port></replica></shard></main></remote_servers>`)
 	conn := chtest.Open(t, srv.Addr)
-	ctx := testCtx(t)
+	ctx := testkit.DetachedContext(t, 60*time.Second)
 
 	for _, s := range chsink.Statements(clusterConfig("main")) {
 		if err := conn.Exec(ctx, s); err != nil && !zookeeperMissing(err) {

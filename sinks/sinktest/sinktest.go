@@ -5,12 +5,12 @@
 package sinktest
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 )
@@ -35,16 +35,10 @@ func Run(t *testing.T, newSubject func(t *testing.T) Subject) {
 	t.Run("ClosedSinkRefusesWrites", func(t *testing.T) { closed(t, newSubject(t)) })
 }
 
-func ctxFor(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func redelivery(t *testing.T, s Subject) {
 	sink := s.Open(t)
 	t.Cleanup(func() { _ = sink.Close() })
-	ctx := ctxFor(t)
+	ctx := testkit.DetachedContext(t, 30*time.Second)
 	empty := s.Contents(t, sink)
 	if err := sink.Write(ctx, Batch(t, 100)); err != nil {
 		t.Fatalf("first delivery: %v", err)
@@ -70,7 +64,7 @@ func redelivery(t *testing.T, s Subject) {
 
 func durable(t *testing.T, s Subject) {
 	sink := s.Open(t)
-	ctx := ctxFor(t)
+	ctx := testkit.DetachedContext(t, 30*time.Second)
 	if err := sink.Write(ctx, Batch(t, 100)); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +86,7 @@ func closed(t *testing.T, s Subject) {
 	}
 	// The deadline is generous: a sink that retries instead of refusing
 	// fails on the error it returns, not on time.
-	err := sink.Write(ctxFor(t), Batch(t, 100))
+	err := sink.Write(testkit.DetachedContext(t, 30*time.Second), Batch(t, 100))
 	if !errors.Is(err, pipeline.ErrSinkClosed) {
 		t.Errorf("Write after Close = %v, want an error matching pipeline.ErrSinkClosed", err)
 	}

@@ -17,18 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
 var t0 = time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
-
-func testCtx(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 func openStore(t *testing.T, path string, reg prometheus.Registerer) *Store {
 	t.Helper()
@@ -101,7 +95,7 @@ func output(t testing.TB, changes []schemas.ResolvedChange, opts ...outputOpt) *
 func write(t *testing.T, s *Store, outs ...*pipeline.Output) {
 	t.Helper()
 	for _, o := range outs {
-		if err := s.Write(testCtx(t), o); err != nil {
+		if err := s.Write(testkit.DetachedContext(t, 10*time.Second), o); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -512,9 +506,9 @@ func TestRefusedBatchStoresNothing(t *testing.T) {
 		ctx  context.Context
 		out  *pipeline.Output
 	}{
-		{"empty user id", testCtx(t), output(t, []schemas.ResolvedChange{good, bad})},
+		{"empty user id", testkit.DetachedContext(t, 10*time.Second), output(t, []schemas.ResolvedChange{good, bad})},
 		{"canceled", canceled, output(t, []schemas.ResolvedChange{good})},
-		{"changes payload among cohorts", testCtx(t), wrongKind},
+		{"changes payload among cohorts", testkit.DetachedContext(t, 10*time.Second), wrongKind},
 	}
 	for _, c := range cases {
 		if err := s.Write(c.ctx, c.out); err == nil {
@@ -524,7 +518,7 @@ func TestRefusedBatchStoresNothing(t *testing.T) {
 			t.Errorf("%s: a refused batch left data behind:\n%s", c.name, got)
 		}
 	}
-	if err := s.Write(testCtx(t), nil); err != nil {
+	if err := s.Write(testkit.DetachedContext(t, 10*time.Second), nil); err != nil {
 		t.Errorf("nil output: %v", err)
 	}
 }

@@ -4,12 +4,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
 func view(t *testing.T, s *Store, fn func(tx *ReadTx)) {
 	t.Helper()
-	if err := s.View(testCtx(t), func(tx *ReadTx) error { fn(tx); return nil }); err != nil {
+	if err := s.View(testkit.DetachedContext(t, 10*time.Second), func(tx *ReadTx) error { fn(tx); return nil }); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,7 +1,6 @@
 package adminauth_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/kafka/kafkatest"
 	"github.com/cohortsync/cohortsync/stores/adminauth"
@@ -17,15 +17,9 @@ import (
 
 const globalToken = "cst_global-admin-token-0123456789"
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func openTokens(t *testing.T, client *kafka.Client) *adminauth.TokenStore {
 	t.Helper()
-	s, err := adminauth.OpenTokenStore(testCtx(t), client, adminauth.TokenStoreOptions{PollWait: 50 * time.Millisecond})
+	s, err := adminauth.OpenTokenStore(testkit.Context(t, 20*time.Second), client, adminauth.TokenStoreOptions{PollWait: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +37,7 @@ func request(token string) *http.Request {
 
 func TestWorkspaceTokensAcrossInstances(t *testing.T) {
 	t.Parallel()
-	ctx := testCtx(t)
+	ctx := testkit.Context(t, 20*time.Second)
 	client := kafkatest.NewClient(t, kafkatest.NewCluster(t), "tok")
 	a := openTokens(t, client)
 
@@ -112,7 +106,7 @@ func TestWorkspaceTokensAcrossInstances(t *testing.T) {
 
 func TestScopedDecisions(t *testing.T) {
 	t.Parallel()
-	ctx := testCtx(t)
+	ctx := testkit.Context(t, 20*time.Second)
 	client := kafkatest.NewClient(t, kafkatest.NewCluster(t), "scoped")
 	store := openTokens(t, client)
 	admin, err := adminauth.NewAdminToken(globalToken)
@@ -164,7 +158,7 @@ func TestScopedDecisions(t *testing.T) {
 
 func TestTokenAPI(t *testing.T) {
 	t.Parallel()
-	ctx := testCtx(t)
+	ctx := testkit.Context(t, 20*time.Second)
 	client := kafkatest.NewClient(t, kafkatest.NewCluster(t), "tokapi")
 	store := openTokens(t, client)
 	admin, err := adminauth.NewAdminToken(globalToken)
