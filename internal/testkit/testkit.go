@@ -1,6 +1,6 @@
 // Package testkit holds the scaffolding that many packages' tests share: a
 // bounded context per test and a log buffer that concurrent writers may use.
-// It is imported only by _test.go files.
+// Only tests and test-only packages (sinks/sinktest) import it.
 package testkit
 
 import (
