@@ -283,7 +283,8 @@ func post(t *testing.T, url, contentType, token, body string) (int, string) {
 // traffic makes the series appear that exist only after something
 // happened: a landed request (partner API, consumer lag, sink writes), an
 // id that matches nobody (a drop by reason) and an undecodable message (the
-// dead letter). It returns once the stream has caught up.
+// dead letter). It returns once the stream has caught up and the cohort
+// freshness gauges have been refreshed.
 func traffic(t *testing.T, in instance, brokers []string, admin string) {
 	t.Helper()
 	base := "http://" + in.addr
@@ -322,7 +323,9 @@ func traffic(t *testing.T, in instance, brokers []string, admin string) {
 	for time.Now().Before(deadline) {
 		series, _ := exposedMetrics(t, in.addr)
 		if slices.Contains(series, "cohortsync_deadletter_records_total") && slices.Contains(series, "cohortsync_stage_dropped_total") &&
-			slices.Contains(series, "cohortsync_consumer_lag") && slices.Contains(series, "cohortsync_clickhouse_rows_written_total") {
+			slices.Contains(series, "cohortsync_consumer_lag") && slices.Contains(series, "cohortsync_clickhouse_rows_written_total") &&
+			// The freshness gauges follow within one refresh round (15 s).
+			slices.Contains(series, "cohortsync_cohort_stale") {
 			return
 		}
 		time.Sleep(300 * time.Millisecond)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,6 +28,13 @@ type segmentsAPI struct {
 	engine segments.Engine
 	close  func() error
 }
+
+// freshnessInterval is how often the cohort freshness gauges are refreshed;
+// cohorts go stale over periods of many minutes, so this is fresh enough.
+const freshnessInterval = 15 * time.Second
+
+// firstFreshnessTimeout bounds the refresh made at start-up.
+const firstFreshnessTimeout = 5 * time.Second
 
 // openSegments picks the engine that reads the state of record: ClickHouse
 // when configured, else the embedded store the stream writes.
@@ -61,9 +69,32 @@ func openSegments(ctx context.Context, cfg config.Config, core *Core, st *Stream
 		slices.Sort(ws)
 		return slices.Compact(ws)
 	}
-	if err := reg.Register(segments.NewFreshnessCollector(s.engine, workspaces, nil)); err != nil {
+	fresh := segments.NewFreshnessCollector(s.engine, workspaces, nil, log)
+	if err := reg.Register(fresh); err != nil {
 		return fail(fmt.Errorf("service: cohort freshness metrics: %w", err))
 	}
+	// The gauges are refreshed here, never on a scrape: /metrics must answer
+	// at once whatever the size of the tables or the state of ClickHouse.
+	// The first refresh is made here, bounded, so the gauges are there from
+	// the first scrape; a store that does not answer in time only delays
+	// them to the next round.
+	firstCtx, cancelFirst := context.WithTimeout(ctx, firstFreshnessTimeout)
+	if err := fresh.Refresh(firstCtx); err != nil {
+		log.Warn("cohort freshness: first refresh failed; retrying in the background", "err", err)
+	}
+	cancelFirst()
+	freshCtx, stopFresh := context.WithCancel(context.WithoutCancel(ctx))
+	freshDone := make(chan struct{})
+	go func() {
+		defer close(freshDone)
+		fresh.Run(freshCtx, freshnessInterval)
+	}()
+	closers = append(closers, func() error {
+		stopFresh()
+		<-freshDone
+		reg.Unregister(fresh)
+		return nil
+	})
 
 	store, err := saved.Open(ctx, core.Kafka, saved.Options{Logger: log, Registerer: reg})
 	if err != nil {

@@ -147,7 +147,10 @@ func TestFreshnessCollector(t *testing.T) {
 			t.Error(err)
 		}
 		return ws
-	}, func() time.Time { return now })
+	}, func() time.Time { return now }, nil)
+	if err := c.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	want := `
 # HELP cohortsync_cohort_last_sync_age_seconds Seconds since the cohort's last sync landed.
 # TYPE cohortsync_cohort_last_sync_age_seconds gauge
@@ -158,7 +161,7 @@ cohortsync_cohort_last_sync_age_seconds{cohort_id="B",partner="mixpanel",workspa
 cohortsync_cohort_stale{cohort_id="A",partner="mixpanel",workspace="acme"} 1
 cohortsync_cohort_stale{cohort_id="B",partner="mixpanel",workspace="acme"} 0
 `
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "cohortsync_cohort_last_sync_age_seconds", "cohortsync_cohort_stale"); err != nil {
 		t.Error(err)
 	}
 }
