@@ -34,6 +34,10 @@ type Config struct {
 	// broker's log, Parquet output).
 	DataDir  string `yaml:"data_dir"`
 	HTTPAddr string `yaml:"http_addr"`
+	// DebugAddr, when set, serves Go's profiles (/debug/pprof/) on a
+	// listener of its own, apart from the API and unauthenticated: keep it
+	// on loopback. Empty (the default) serves none.
+	DebugAddr string `yaml:"debug_addr"`
 	// AdminToken guards the admin API. Empty means the service generates one
 	// at first start and keeps it.
 	AdminToken      string        `yaml:"admin_token"`

@@ -8,6 +8,7 @@ func settingDocs() map[string]string {
 	return map[string]string{
 		"data_dir":         "Local state: the embedded broker's log, the identity replica, the embedded state store, bootstrap credentials, Parquet output under `parquet/`.",
 		"http_addr":        "Where the HTTP server (partner API, admin API, health, metrics, OpenAPI) listens. Containers need `0.0.0.0:8080`.",
+		"debug_addr":       "Where Go's profiles (`/debug/pprof/`) are served, on a listener of their own and without authentication: keep it on loopback, e.g. `127.0.0.1:6060`. Empty: off.",
 		"admin_token":      "Bearer token of the admin API (at least 16 characters). Empty: generated at first start, printed once, stored hashed in `data_dir`.",
 		"log.level":        "debug, info, warn or error.",
 		"log.format":       "json or text; logs go to stderr.",

@@ -45,6 +45,11 @@ func (c Config) Validate() error {
 	if err := checkHostPort(c.HTTPAddr); err != nil {
 		p.add("http_addr", err)
 	}
+	if c.DebugAddr != "" {
+		if err := checkHostPort(c.DebugAddr); err != nil {
+			p.add("debug_addr", err)
+		}
+	}
 	if c.AdminToken != "" && len(c.AdminToken) < minSecretLen {
 		p.addf("admin_token", "must be at least %d characters when set (leave it empty to have one generated)", minSecretLen)
 	}

@@ -36,6 +36,9 @@ type Options struct {
 	Out io.Writer
 	// Ready, when set, is called with the HTTP address once requests are accepted.
 	Ready func(addr string)
+	// DebugReady, when set, is called with the bound address of the
+	// profiles listener (debug_addr), before the API listens.
+	DebugReady func(addr string)
 	// Routes, when set, is called with every registered route pattern
 	// before the server listens; the OpenAPI test compares them with the document.
 	Routes func(patterns []string)
@@ -57,6 +60,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return err
 	}
 	mods.add(module{name: "kafka and keys", ready: func(ctx context.Context) error { return readiness(ctx, core) }, close: core.Close})
+	if cfg.DebugAddr != "" {
+		debugAddr, stopDebug, err := startDebug(cfg.DebugAddr, log)
+		if err != nil {
+			return err
+		}
+		mods.add(module{name: "debug", close: stopDebug})
+		if opts.DebugReady != nil {
+			opts.DebugReady(debugAddr)
+		}
+	}
 
 	creds, err := bootstrap(cfg.DataDir, cfg)
 	if err != nil {
