@@ -20,11 +20,11 @@ const (
 	DefaultTableMaxStaleness = 3 * time.Second
 )
 
-const (
-	tableBackoffMin   = 100 * time.Millisecond
-	tableBackoffMax   = 2 * time.Second
-	tableProduceTries = 5
-)
+const tableProduceTries = 5
+
+// tableBackoff spaces the retries of a table's writes, offset queries and
+// reconnects.
+var tableBackoff = retry.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
 
 // ErrTableClosed is returned by a Table's operations after Close.
 var ErrTableClosed = errors.New("kafka: table closed")
@@ -228,7 +228,7 @@ func (t *Table) produce(ctx context.Context, key, value []byte) (int64, error) {
 	defer cancel()
 	var last error
 	for attempt := 1; attempt <= tableProduceTries; attempt++ {
-		if attempt > 1 && retry.Sleep(wctx, retry.Backoff{Initial: tableBackoffMin, Max: tableBackoffMax}.Delay(attempt-1)) != nil {
+		if attempt > 1 && retry.Sleep(wctx, tableBackoff.Delay(attempt-1)) != nil {
 			break
 		}
 		// A retry after a lost answer may write the record twice; for a
@@ -315,7 +315,7 @@ func (t *Table) tail(ctx context.Context) {
 	defer close(t.done)
 	t.client.FollowPartition(ctx, t.opts.Topic, 0, FollowOptions{
 		PollWait: t.pollWait,
-		Backoff:  retry.Backoff{Initial: tableBackoffMin, Max: tableBackoffMax},
+		Backoff:  tableBackoff,
 	}, (*tableFollower)(t))
 }
 
@@ -414,7 +414,7 @@ func (t *Table) offsetRetry(ctx context.Context, which int64) (int64, error) {
 		if err == nil || !errors.As(err, &kerr) || !kerr.Temporary() {
 			return off, err
 		}
-		if retry.Sleep(ctx, retry.Backoff{Initial: tableBackoffMin, Max: tableBackoffMax}.Delay(attempt)) != nil {
+		if retry.Sleep(ctx, tableBackoff.Delay(attempt)) != nil {
 			return 0, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
 	}

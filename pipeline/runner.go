@@ -367,7 +367,10 @@ func (r *Runner) process(ctx context.Context, b Batch) (*job, error) {
 			Reason:   reason,
 		})
 		r.m.dropped.WithLabelValues(StageDecode, reason).Inc()
-		tally.DeadLettered = addCounts(tally.DeadLettered, map[string]int64{reason: 1})
+		if tally.DeadLettered == nil {
+			tally.DeadLettered = map[string]int64{}
+		}
+		tally.DeadLettered[reason]++
 	}
 	r.m.emitted.WithLabelValues(StageDecode).Add(float64(len(recs)))
 	r.m.duration.WithLabelValues(StageDecode).Observe(time.Since(start).Seconds())
@@ -391,16 +394,18 @@ func (r *Runner) process(ctx context.Context, b Batch) (*job, error) {
 		rej.merge(tr)
 		r.m.received.WithLabelValues(name).Add(float64(len(recs)))
 		r.m.emitted.WithLabelValues(name).Add(float64(len(kept)))
+		dropped := tr.recordsByReason()
 		var counted int64
-		for reason, n := range tr.recordsByReason() {
+		for reason, n := range dropped {
 			r.m.dropped.WithLabelValues(name, reason).Add(float64(n))
 			counted += n
 		}
-		tally.DroppedRecords = addCounts(tally.DroppedRecords, tr.recordsByReason())
 		if gone := int64(len(recs) - len(kept)); gone > counted {
+			dropped[ReasonUncounted] += gone - counted
 			r.m.dropped.WithLabelValues(name, ReasonUncounted).Add(float64(gone - counted))
 			r.log.ErrorContext(ctx, "transform dropped records without counting them", "stage", name, "records", gone-counted)
 		}
+		tally.DroppedRecords = addCounts(tally.DroppedRecords, dropped)
 		recs = kept
 	}
 
@@ -431,11 +436,14 @@ func (r *Runner) process(ctx context.Context, b Batch) (*job, error) {
 	rej.merge(rr)
 	r.m.received.WithLabelValues(StageResolve).Add(float64(len(recs)))
 	r.m.emitted.WithLabelValues(StageResolve).Add(float64(changes.NumRows()))
-	for reason, n := range rr.idsByReason() {
+	rejectedIDs := rr.idsByReason()
+	for reason, n := range rejectedIDs {
 		r.m.dropped.WithLabelValues(StageResolve, reason).Add(float64(n))
 	}
 	tally.Changes = changes.NumRows()
-	tally.RejectedIDs = addCounts(tally.RejectedIDs, rr.idsByReason())
+	if len(rejectedIDs) > 0 {
+		tally.RejectedIDs = rejectedIDs
+	}
 
 	var cohorts []Record
 	for _, rec := range recs {

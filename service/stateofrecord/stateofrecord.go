@@ -102,7 +102,7 @@ func Open(ctx context.Context, cfg config.Config, opts Options) (Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stateofrecord: state store: %w", err)
 	}
-	return &embeddedStore{st: st, log: log}, nil
+	return &embeddedStore{st: st}, nil
 }
 
 func openClickHouse(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger) (Store, error) {
@@ -123,12 +123,11 @@ func openClickHouse(ctx context.Context, cfg config.Config, opts Options, log *s
 			return nil, errors.Join(fmt.Errorf("stateofrecord: clickhouse migrate (turn off with --no-migrate): %w", err), ch.Close())
 		}
 	}
-	return &clickhouseStore{ch: ch, cfg: chCfg, log: log}, nil
+	return &clickhouseStore{ch: ch, cfg: chCfg}, nil
 }
 
 type embeddedStore struct {
-	st  *state.Store
-	log *slog.Logger
+	st *state.Store
 }
 
 func (e *embeddedStore) Kind() string        { return KindEmbedded }
@@ -154,7 +153,6 @@ func (e *embeddedStore) Close() error   { return e.st.Close() }
 type clickhouseStore struct {
 	ch  *chsink.Sink
 	cfg chsink.Config
-	log *slog.Logger
 }
 
 func (c *clickhouseStore) Kind() string        { return KindClickHouse }

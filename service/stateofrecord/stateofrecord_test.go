@@ -2,7 +2,6 @@ package stateofrecord_test
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -10,36 +9,10 @@ import (
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/internal/chtest"
 	"github.com/cohortsync/cohortsync/internal/testkit"
-	"github.com/cohortsync/cohortsync/pipeline"
-	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/service/stateofrecord"
 	"github.com/cohortsync/cohortsync/sinks/parquet"
+	"github.com/cohortsync/cohortsync/sinks/sinktest"
 )
-
-// batch adds u1, u2 and u3 to cohort c1, then removes u2 with a later
-// version, all in one batch.
-func batch(t *testing.T) *pipeline.Output {
-	t.Helper()
-	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
-	b := schemas.NewChangesBuilder(nil)
-	defer b.Release()
-	out := &pipeline.Output{Rejections: pipeline.NewRejections(), Positions: map[int]pipeline.OffsetRange{0: {First: 1, Last: 2}}}
-	add := func(user string, member bool, offset int64, pos int) {
-		b.Append(schemas.ResolvedChange{
-			Workspace: "acme", Partner: "mixpanel", CohortID: "c1", UserID: user,
-			IDKind: schemas.IDKindExternalID, IDValue: "ext-" + user, IsMember: member,
-			Version: schemas.Version(offset, pos), RecordID: fmt.Sprintf("rec-%d", offset), Position: uint32(pos),
-			EventTime: at, ReceivedAt: at, Offset: offset,
-		})
-	}
-	add("u1", true, 1, 0)
-	add("u2", true, 1, 1)
-	add("u3", true, 1, 2)
-	add("u2", false, 2, 0)
-	out.Changes = b.NewRecordBatch()
-	t.Cleanup(out.Changes.Release)
-	return out
-}
 
 // TestBothKindsAnswerAlike writes the same batch through each kind's Sink
 // and reads it back through every other face of the Store: the member
@@ -61,16 +34,17 @@ func TestBothKindsAnswerAlike(t *testing.T) {
 			if rec.Kind() != kind {
 				t.Fatalf("Kind() = %q, want %q", rec.Kind(), kind)
 			}
-			if err := rec.Sink().Write(ctx, batch(t)); err != nil {
+			if err := rec.Sink().Write(ctx, sinktest.Batch(t, 100)); err != nil {
 				t.Fatal(err)
 			}
 			if err := rec.Healthy(); err != nil {
 				t.Errorf("Healthy() = %v after a successful write", err)
 			}
-			want := []string{"u1", "u3"}
+			// sinktest.Batch adds three users to churn and removes the second.
+			want := []string{"u100-1", "u100-3"}
 
 			var got []string
-			if err := rec.ForEachMember(ctx, "acme", "mixpanel", "c1", func(u string) error { got = append(got, u); return nil }); err != nil {
+			if err := rec.ForEachMember(ctx, "acme", "mixpanel", "churn", func(u string) error { got = append(got, u); return nil }); err != nil {
 				t.Fatal(err)
 			}
 			slices.Sort(got)
@@ -79,7 +53,7 @@ func TestBothKindsAnswerAlike(t *testing.T) {
 			}
 
 			var snap []string
-			if _, err := rec.SnapshotSource().Members(ctx, parquet.CohortKey{Workspace: "acme", Partner: "mixpanel", CohortID: "c1"}, func(u string) error { snap = append(snap, u); return nil }); err != nil {
+			if _, err := rec.SnapshotSource().Members(ctx, parquet.CohortKey{Workspace: "acme", Partner: "mixpanel", CohortID: "churn"}, func(u string) error { snap = append(snap, u); return nil }); err != nil {
 				t.Fatal(err)
 			}
 			if !slices.Equal(snap, want) {
@@ -92,7 +66,7 @@ func TestBothKindsAnswerAlike(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = closeEngine() })
 			var seg []string
-			filter := []byte(`{"cohort":{"partner":"mixpanel","id":"c1"}}`)
+			filter := []byte(`{"cohort":{"partner":"mixpanel","id":"churn"}}`)
 			if err := eng.Export(ctx, "acme", filter, time.Time{}, func(u string) error { seg = append(seg, u); return nil }); err != nil {
 				t.Fatal(err)
 			}

@@ -15,15 +15,16 @@ func TestSinkContract(t *testing.T) {
 	sinktest.Run(t, func(t *testing.T) sinktest.Subject {
 		addr, db := chtest.NewDatabase(t)
 		conn := chtest.Open(t, addr)
+		// A sink of its own reads the tables, over another connection than
+		// the sink under test.
+		reader, _ := newSinkAt(t, addr, db)
 		return sinktest.Subject{
 			Open: func(t *testing.T) pipeline.Sink {
 				s, _ := newSinkAt(t, addr, db)
 				return s
 			},
-			// The tables as a query on another connection sees them.
 			Contents: func(t *testing.T, _ pipeline.Sink) string {
 				ctx := testkit.DetachedContext(t, 60*time.Second)
-				reader, _ := newSinkAt(t, addr, db)
 				members, err := reader.Members(ctx, "acme", "mixpanel", "churn")
 				if err != nil {
 					t.Fatal(err)

@@ -9,13 +9,9 @@ import (
 	"github.com/cohortsync/cohortsync/kafka"
 )
 
-const (
-	backoffMin = 100 * time.Millisecond
-	backoffMax = 2 * time.Second
-)
-
-// tailBackoff spaces the reconnects of a partition's tail.
-var tailBackoff = retry.Backoff{Initial: backoffMin, Max: backoffMax}
+// tailBackoff spaces the reconnects of a partition's tail and the retries
+// of the offset queries at open.
+var tailBackoff = retry.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
 
 // tail applies partition p from its stored offset on, until ctx ends, with
 // the same partition follower the compacted-topic tables use. Unlike a
