@@ -508,3 +508,27 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeOnePassAgrees checks that the one-pass reading of a version 1
+// record gives exactly what the two-pass reading gives, error or envelope.
+func FuzzDecodeOnePassAgrees(f *testing.F) {
+	paths, _ := filepath.Glob(filepath.Join("testdata", "v1", "*.json"))
+	for _, p := range paths {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+			// The same record with its payload named twice, once in capitals.
+			f.Add(bytes.Replace(b, []byte(`"payload":{`), []byte(`"PAYLOAD":{"cohort_id":"x"},"payload":{`), 1))
+		}
+	}
+	f.Add([]byte(`{"schema_version":1,"payload":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, errFast := decodeV1(data)
+		slow, errSlow := decodeV1Raw(data)
+		if (errFast == nil) != (errSlow == nil) {
+			t.Fatalf("one pass: %v, two passes: %v\n%s", errFast, errSlow, data)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("one pass %+v, two passes %+v\n%s", fast, slow, data)
+		}
+	})
+}
