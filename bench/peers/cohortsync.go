@@ -125,7 +125,10 @@ func cohortsyncRound(ctx context.Context, conn driver.Conn, env roundEnv, round 
 		return result{}, fmt.Errorf("cohortsync: count: %w", err)
 	}
 	if int64(rows) != env.work.changes() {
-		return result{}, fmt.Errorf("cohortsync: %d history rows, want %d", rows, env.work.changes())
+		return result{}, fmt.Errorf("cohortsync: %d history rows in %s, want %d", rows, db, env.work.changes())
+	}
+	if err := conn.Exec(ctx, "DROP DATABASE "+db); err != nil {
+		return result{}, fmt.Errorf("cohortsync: %w", err)
 	}
 	return result{
 		name: "cohortsync", rows: int64(rows), wall: wall, ready: readyAt,

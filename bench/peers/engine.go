@@ -36,9 +36,10 @@ func engineRound(ctx context.Context, conn driver.Conn, env roundEnv, round int)
 			kafka_format = 'TSV',
 			kafka_row_delimiter = '\n'`,
 	}
-	// The engine's consumers join the group as soon as the Kafka table exists,
-	// and (librdkafka, auto.offset.reset=largest on 18.16) would start a new group at the end of the topic; a replay starts the
-	// group at the beginning, as an operator does with kafka-consumer-groups.
+	// The engine's consumers join the group as soon as the Kafka table
+	// exists, and librdkafka (auto.offset.reset=largest on 18.16) would start
+	// a new group at the end of the topic: commit its start first, as an
+	// operator does for a replay with kafka-consumer-groups.
 	if err := commitStart(ctx, env, group); err != nil {
 		return result{}, err
 	}
@@ -95,8 +96,9 @@ func engineRound(ctx context.Context, conn driver.Conn, env roundEnv, round int)
 	if err != nil {
 		return result{}, err
 	}
-	// Stop the consumers before the next round reads the same topic.
-	for _, s := range []string{"DROP TABLE " + db + ".landing_mv", "DROP TABLE " + db + ".landing"} {
+	// Stop the consumers before the next round reads the same topic, and
+	// leave the server as it was.
+	for _, s := range []string{"DROP TABLE " + db + ".landing_mv", "DROP TABLE " + db + ".landing", "DROP DATABASE " + db} {
 		if err := conn.Exec(ctx, s); err != nil {
 			return result{}, fmt.Errorf("engine: %w", err)
 		}

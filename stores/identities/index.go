@@ -238,16 +238,23 @@ func (x *Index) Users() (int64, error) {
 // twice changes nothing. Invalid messages are skipped and reported, never
 // fatal: one bad record from a foreign producer must not stop the directory.
 func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error) {
+	// Decoding, and building the keys and values to write, happens before
+	// the write transaction: bbolt has one writer, which every partition's
+	// tail waits for, so only the puts belong inside it.
+	prepared := make([]preparedMessage, len(msgs))
+	for i, m := range msgs {
+		prepared[i] = prepare(partition, m)
+	}
 	var out Applied
 	err := x.db.Update(func(tx *bolt.Tx) error {
 		out = Applied{}
 		w := newWriteTx(tx)
 		stored := w.offset(partition)
-		for _, m := range msgs {
+		for i, m := range msgs {
 			if m.Offset < stored {
 				continue
 			}
-			changed, err := w.apply(partition, m)
+			changed, err := w.apply(prepared[i])
 			if err != nil {
 				out.Skipped = append(out.Skipped, Skipped{Offset: m.Offset, Err: err})
 			} else if changed {
@@ -354,35 +361,62 @@ func (w *writeTx) flush() error {
 	return w.meta.Put(keyUsers, u64(uint64(w.usersN)))
 }
 
-// apply folds one message in and reports whether the index changed.
-func (w *writeTx) apply(partition int, m Message) (bool, error) {
+// preparedMessage is one message decoded, with what applying it writes.
+type preparedMessage struct {
+	err       error
+	tombstone bool
+	ws, user  string
+	ukey      []byte     // key in the users bucket
+	value     []byte     // value in the users bucket (a record only)
+	entries   []entryKey // index entries (a record only)
+	flags     byte
+}
+
+// prepare decodes m. bbolt keeps the slices given to Put until the commit,
+// so every slice here is fresh.
+func prepare(partition int, m Message) preparedMessage {
 	if m.Value == nil {
 		ws, user, ok := splitMessageKey(m.Key)
 		if !ok || checkID(user) != nil {
-			return false, errors.New("tombstone with an invalid key")
+			return preparedMessage{err: errors.New("tombstone with an invalid key")}
 		}
-		return w.remove(ws, user)
+		return preparedMessage{tombstone: true, ws: ws, user: user, ukey: joinKey(nil, ws, user)}
 	}
 	ws, rec, err := decodeValue(m.Key, m.Value)
 	if err != nil {
-		return false, err
+		return preparedMessage{err: err}
 	}
-	ukey := joinKey(nil, ws, rec.UserID)
-	if old := w.users.Get(ukey); old != nil {
-		if err := w.removeEntries(ws, rec.UserID, old); err != nil {
+	p := preparedMessage{ws: ws, user: rec.UserID, ukey: joinKey(nil, ws, rec.UserID), entries: entryKeys(ws, rec.UserID, rec)}
+	if rec.Identified() {
+		p.flags = flagIdentified
+	}
+	p.value = make([]byte, 4+len(m.Value))
+	binary.BigEndian.PutUint32(p.value, uint32(partition))
+	copy(p.value[4:], m.Value)
+	return p
+}
+
+// apply folds one prepared message in and reports whether the index changed.
+func (w *writeTx) apply(p preparedMessage) (bool, error) {
+	if p.err != nil {
+		return false, p.err
+	}
+	if p.tombstone {
+		return w.remove(p.ws, p.user)
+	}
+	if old := w.users.Get(p.ukey); old != nil {
+		if err := w.removeEntries(p.ws, p.user, old); err != nil {
 			return false, err
 		}
 	} else {
 		w.usersN++
 	}
-	if err := w.putEntries(ws, rec); err != nil {
-		return false, err
+	for _, k := range p.entries {
+		if err := k.bucket(w).Put(k.key, []byte{p.flags}); err != nil {
+			return false, err
+		}
 	}
-	// bbolt keeps the slices given to Put until the commit: fresh ones.
-	val := make([]byte, 4+len(m.Value))
-	binary.BigEndian.PutUint32(val, uint32(partition))
-	copy(val[4:], m.Value)
-	return true, w.users.Put(ukey, val)
+	return true, w.users.Put(p.ukey, p.value)
 }
 
 func (w *writeTx) remove(ws, user string) (bool, error) {
@@ -407,19 +441,6 @@ func (w *writeTx) removeEntries(ws, user string, old []byte) error {
 	}
 	for _, k := range entryKeys(ws, user, rec) {
 		if err := k.bucket(w).Delete(k.key); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (w *writeTx) putEntries(ws string, rec Record) error {
-	var flags byte
-	if rec.Identified() {
-		flags = flagIdentified
-	}
-	for _, k := range entryKeys(ws, rec.UserID, rec) {
-		if err := k.bucket(w).Put(k.key, []byte{flags}); err != nil {
 			return err
 		}
 	}
