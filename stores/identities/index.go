@@ -246,7 +246,12 @@ func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error
 		prepared[i] = prepare(partition, m)
 	}
 	var out Applied
-	err := x.db.Update(func(tx *bolt.Tx) error {
+	// Batch lets the tails of several partitions share one commit, which
+	// writes every page its transaction dirtied: users arrive in hash order,
+	// so at a fresh start most commits rewrite much of the tree. bbolt may
+	// run fn again when another call of the batch fails, so fn starts from
+	// nothing each time (out is reset, next only grows).
+	err := x.db.Batch(func(tx *bolt.Tx) error {
 		out = Applied{}
 		w := newWriteTx(tx)
 		stored := w.offset(partition)
