@@ -50,7 +50,17 @@ type Config struct {
 	Embedded   Embedded     `yaml:"embedded"`
 	ClickHouse ClickHouse   `yaml:"clickhouse"`
 	Snapshots  Snapshots    `yaml:"snapshots"`
+	Parquet    Parquet      `yaml:"parquet"`
 	Retention  Retention    `yaml:"retention"`
+}
+
+// Parquet configures the files of the Parquet trees under DATA_DIR/parquet.
+type Parquet struct {
+	// RollRows is how many acknowledged rows wait in the staging area
+	// before they are rolled into the trees as one file per partition.
+	RollRows int `yaml:"roll_rows"`
+	// RollInterval is the longest a row waits for its roll.
+	RollInterval time.Duration `yaml:"roll_interval"`
 }
 
 // Log configures the process logger.
@@ -161,6 +171,7 @@ func Default() Config {
 			MigrateOnStart: true,
 		},
 		Snapshots: Snapshots{Interval: 15 * time.Minute, Kept: 4},
+		Parquet:   Parquet{RollRows: 500_000, RollInterval: 5 * time.Minute},
 		Retention: Retention{Cutoff: "2010-01-01T00:00:00Z"},
 	}
 }

@@ -105,6 +105,12 @@ func (c Config) Validate() error {
 	if c.Snapshots.Kept < 1 {
 		p.addf("snapshots.kept", "must be at least 1, got %d", c.Snapshots.Kept)
 	}
+	if c.Parquet.RollRows < 1 {
+		p.addf("parquet.roll_rows", "must be at least 1, got %d", c.Parquet.RollRows)
+	}
+	if c.Parquet.RollInterval <= 0 {
+		p.addf("parquet.roll_interval", "must be positive, got %s", c.Parquet.RollInterval)
+	}
 	return errors.Join(p...)
 }
 

@@ -19,6 +19,7 @@ func parquetConfig(cfg config.Config) parquet.Config {
 	pc := parquet.DefaultConfig()
 	pc.Root = filepath.Join(cfg.DataDir, "parquet")
 	pc.SnapshotsKept = cfg.Snapshots.Kept
+	pc.RollRows, pc.RollInterval = cfg.Parquet.RollRows, cfg.Parquet.RollInterval
 	return pc
 }
 

@@ -47,7 +47,7 @@ func TestSnapshotCommandOnDataDir(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	want := []string{"mixpanel", "c/1", fmt.Sprint(schemas.Version(7, 2)), "2", "true"}
 	if len(lines) != 2 || len(strings.Fields(lines[1])) != 6 || strings.Join(strings.Fields(lines[1])[:5], " ") != strings.Join(want, " ") ||
-		!strings.HasSuffix(lines[1], fmt.Sprintf("snapshots/workspace=default/partner=mixpanel/cohort=c%%2F1/version=%d.parquet", schemas.Version(7, 2))) {
+		!strings.HasSuffix(lines[1], fmt.Sprintf("snapshots/workspace=default/partner=mixpanel/cohort_id=c%%2F1/version=%d.parquet", schemas.Version(7, 2))) {
 		t.Fatalf("first run printed:\n%s\nwant one row %v and its path", r.stdout, want)
 	}
 	r = execute(t, testkit.Context(t, 10*time.Second), nil, nil, "snapshot", "--data-dir", dir, "-o", "json")

@@ -78,12 +78,26 @@ const (
 	p2Position
 )
 
-// requiredColumns are the changes/ columns read, with their physical kinds.
-var requiredColumns = map[string]pq.Kind{
-	"workspace": pq.ByteArray, "partner": pq.ByteArray, "cohort_id": pq.ByteArray,
-	"id_kind": pq.ByteArray, "id_value": pq.ByteArray, "record_id": pq.ByteArray,
-	"is_member": pq.Int32, "position": pq.Int32, "event_time": pq.Int64,
-	"received_at": pq.Int64, "partition": pq.Int32, "offset": pq.Int64,
+// requiredColumns are the changes/ columns read, with the physical kinds
+// accepted: is_member is BOOLEAN from format 2 on and was UINT_8 (INT32)
+// in format 1, and trees of either are read.
+var requiredColumns = map[string][]pq.Kind{
+	"workspace": {pq.ByteArray}, "partner": {pq.ByteArray}, "cohort_id": {pq.ByteArray},
+	"id_kind": {pq.ByteArray}, "id_value": {pq.ByteArray}, "record_id": {pq.ByteArray},
+	"is_member": {pq.Boolean, pq.Int32}, "position": {pq.Int32}, "event_time": {pq.Int64},
+	"received_at": {pq.Int64}, "partition": {pq.Int32}, "offset": {pq.Int64},
+}
+
+// memberValue reads is_member of either format as 1 or 0 (or the bad
+// INT32 value, which the caller refuses).
+func memberValue(v pq.Value) int32 {
+	if v.Kind() == pq.Boolean {
+		if v.Boolean() {
+			return 1
+		}
+		return 0
+	}
+	return v.Int32()
 }
 
 // pqID is one id of a record being rebuilt.
@@ -191,8 +205,8 @@ func checkSchema(sch *pq.Schema) error {
 			errs = append(errs, fmt.Errorf("column %s is missing", name))
 			continue
 		}
-		if k := leaf.Node.Type().Kind(); k != requiredColumns[name] {
-			errs = append(errs, fmt.Errorf("column %s is %s, want %s", name, k, requiredColumns[name]))
+		if k := leaf.Node.Type().Kind(); !slices.Contains(requiredColumns[name], k) {
+			errs = append(errs, fmt.Errorf("column %s is %s, want %s", name, k, requiredColumns[name][0]))
 		}
 		if leaf.MaxRepetitionLevel != 0 {
 			errs = append(errs, fmt.Errorf("column %s is repeated", name))
@@ -420,7 +434,7 @@ func (r *Reader) gatherRow(vals [][]pq.Value, k int) error {
 	}
 	rec.ids = append(rec.ids, pqID{
 		position: uint32(vals[p2Position][k].Int32()),
-		member:   vals[p2IsMember][k].Int32(),
+		member:   memberValue(vals[p2IsMember][k]),
 		kind:     kind,
 		value:    string(vals[p2IDValue][k].ByteArray()),
 	})

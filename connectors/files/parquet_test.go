@@ -119,6 +119,9 @@ func sinkFixture(t *testing.T, cfg sinkpq.Config) ([]landedRecord, []string) {
 	if err := sink.Write(testkit.DetachedContext(t, 60*time.Second), out); err != nil {
 		t.Fatalf("sink write: %v", err)
 	}
+	if err := sink.Flush(testkit.DetachedContext(t, 60*time.Second)); err != nil {
+		t.Fatalf("sink flush: %v", err)
+	}
 	var paths []string
 	err = filepath.WalkDir(filepath.Join(root, "changes"), func(path string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".parquet") {

@@ -71,7 +71,12 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		a.log.Error("on-demand snapshot failed", "workspace", ws, "error", err)
-		httpjson.Error(w, http.StatusServiceUnavailable, "snapshot failed: "+err.Error())
+		// The full error, with file paths and addresses, is in the log only.
+		msg := "snapshot failed: " + publicError(err)
+		if errors.Is(err, ErrCohortsFailed) {
+			msg = "snapshot failed: every selected cohort failed (" + publicError(err) + ")"
+		}
+		httpjson.Error(w, http.StatusServiceUnavailable, msg)
 		return
 	}
 	out := Response{Snapshots: make([]SnapshotInfo, len(res))}

@@ -5,11 +5,13 @@
 package snapshot
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -112,8 +114,10 @@ type Snapshotter struct {
 
 	// mu serialises rounds, so a timed round and an on-demand one never
 	// write the same file at once, and guards written.
-	mu      sync.Mutex
-	written map[parquet.CohortKey]uint64 // nil until read from disk
+	mu sync.Mutex
+	// written caches the newest snapshot version of each cohort, read
+	// from disk the first time the cohort comes up.
+	written map[parquet.CohortKey]uint64
 
 	files, rows, failures prometheus.Counter
 	lastRound             prometheus.Gauge
@@ -127,7 +131,7 @@ func New(cfg Config, src Source, pq *parquet.Sink, opts Options) (*Snapshotter, 
 	if src == nil || pq == nil {
 		return nil, errors.New("snapshot: a source and a parquet sink are required")
 	}
-	s := &Snapshotter{cfg: cfg, src: src, pq: pq, log: opts.Logger, now: opts.Now}
+	s := &Snapshotter{cfg: cfg, src: src, pq: pq, log: opts.Logger, now: opts.Now, written: map[parquet.CohortKey]uint64{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -140,9 +144,9 @@ func New(cfg Config, src Source, pq *parquet.Sink, opts Options) (*Snapshotter, 
 	s.rows = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "cohortsync", Subsystem: "snapshot",
 		Name: "members_total", Help: "Members written into cohort snapshots."})
 	s.failures = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "cohortsync", Subsystem: "snapshot",
-		Name: "failures_total", Help: "Cohort snapshots that failed; the cohort is tried again next round."})
+		Name: "failures_total", Help: "Cohort snapshots that failed; the cohort is tried again next round, and the other cohorts of the round are written."})
 	s.lastRound = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "cohortsync", Subsystem: "snapshot",
-		Name: "last_round_timestamp_seconds", Help: "When the last round of snapshots ended without a failure."})
+		Name: "last_round_timestamp_seconds", Help: "When the last round of snapshots ended (it ends even when some cohorts failed; those count in failures_total)."})
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.files, s.rows, s.failures, s.lastRound} {
 			if err := opts.Registerer.Register(c); err != nil {
@@ -170,12 +174,22 @@ func (sel Selection) includes(k parquet.CohortKey) bool {
 type Result struct {
 	Cohort  parquet.CohortKey `json:"-"`
 	Version uint64            `json:"version"`
-	// Path is the cohort's newest snapshot file.
-	Path    string `json:"path"`
+	// Path is the cohort's newest snapshot file, relative to the Parquet
+	// root (DATA_DIR/parquet).
+	Path    string `json:"path,omitempty"`
 	Members int64  `json:"members"`
 	// Written is false when the newest snapshot already had this version.
 	Written bool `json:"written"`
+	// Error says why the cohort's snapshot failed this round (the other
+	// cohorts are written regardless); empty on success. It names no
+	// server paths.
+	Error string `json:"error,omitempty"`
 }
+
+// ErrCohortsFailed is returned (wrapped) by Snapshot when every selected
+// cohort it tried failed; when only some did, Snapshot returns nil and the
+// Results carry the errors.
+var ErrCohortsFailed = errors.New("snapshot: every selected cohort failed")
 
 // ErrNoSuchCohort is returned when a selected cohort has no state.
 var ErrNoSuchCohort = errors.New("snapshot: no such cohort")
@@ -206,49 +220,77 @@ func (s *Snapshotter) Run(ctx context.Context) error {
 func (s *Snapshotter) Snapshot(ctx context.Context, sel Selection) ([]Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.written == nil {
-		latest, err := s.pq.LatestSnapshots()
-		if err != nil {
-			return nil, fmt.Errorf("snapshot: read existing snapshots: %w", err)
-		}
-		s.written = latest
-	}
 	cohorts, err := s.src.Cohorts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: list cohorts: %w", err)
 	}
 	var (
-		out  []Result
-		errs []error
+		out           []Result
+		tried, failed int
+		firstErr      error
 	)
 	for _, c := range cohorts {
 		if !sel.includes(c.Key) || c.Version == 0 {
 			continue
 		}
-		if v, ok := s.written[c.Key]; ok && v >= c.Version {
-			out = append(out, Result{Cohort: c.Key, Version: v, Path: s.path(c.Key, v)})
+		if ctx.Err() != nil {
+			return out, fmt.Errorf("snapshot: %w", ctx.Err())
+		}
+		v, ok := s.written[c.Key]
+		if !ok {
+			// One cohort's unreadable folder fails that cohort only.
+			var err error
+			if v, ok, err = s.pq.LatestSnapshot(c.Key); err != nil {
+				s.log.Error("existing snapshots not readable", "cohort", c.Key.String(), "error", err)
+				ok = false
+			} else if ok {
+				s.written[c.Key] = v
+			}
+		}
+		if ok && v >= c.Version {
+			out = append(out, Result{Cohort: c.Key, Version: v, Path: s.pq.SnapshotPath(c.Key, v)})
 			continue
 		}
+		tried++
 		r, err := s.write(ctx, c.Key)
 		if err != nil {
+			failed++
 			s.failures.Inc()
-			errs = append(errs, err)
+			s.log.Error("cohort snapshot failed", "cohort", c.Key.String(), "error", err)
+			firstErr = cmp.Or(firstErr, err)
+			out = append(out, Result{Cohort: c.Key, Version: c.Version, Error: publicError(err)})
 			continue
 		}
 		out = append(out, r)
 	}
-	if sel.Cohort != nil && len(out) == 0 && len(errs) == 0 {
+	if sel.Cohort != nil && len(out) == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNoSuchCohort, sel.Cohort)
 	}
-	if len(errs) == 0 {
-		s.lastRound.Set(float64(s.now().Unix()))
+	s.lastRound.Set(float64(s.now().Unix()))
+	if tried > 0 && failed == tried {
+		return out, fmt.Errorf("%w (%d): first: %w", ErrCohortsFailed, failed, firstErr)
 	}
-	return out, errors.Join(errs...)
+	return out, nil
 }
 
-func (s *Snapshotter) path(k parquet.CohortKey, v uint64) string {
-	return fmt.Sprintf("%s/version=%d.parquet", s.pq.SnapshotDir(k), v)
+// publicError is what an API answer may say about a failed cohort: the kind
+// of failure, without the file paths and addresses the full error (logged)
+// carries.
+func publicError(err error) string {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "cancelled or timed out"
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return "the disk is full"
+	case errors.Is(err, errReadMembers):
+		return "the state of record could not be read"
+	default:
+		return "the snapshot file could not be written (see the server log)"
+	}
 }
+
+// errReadMembers marks a failure to read a cohort's members from the source.
+var errReadMembers = errors.New("read members")
 
 // write reads the cohort's members from the source and writes one file.
 // The file is named by its version, which ClickHouse tells only with the
@@ -261,7 +303,7 @@ func (s *Snapshotter) write(ctx context.Context, k parquet.CohortKey) (Result, e
 		return nil
 	})
 	if err != nil {
-		return Result{}, fmt.Errorf("snapshot: read %s: %w", k, err)
+		return Result{}, fmt.Errorf("snapshot: %w of %s: %w", errReadMembers, k, err)
 	}
 	f, err := s.pq.WriteSnapshot(ctx, k, version, func(yield func(string) error) error {
 		for _, u := range users {

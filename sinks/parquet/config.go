@@ -32,6 +32,13 @@ type Config struct {
 	// not "all of them" because on shared storage another instance may be
 	// writing one right now. A negative age disables the sweep.
 	StaleTempAge time.Duration `yaml:"stale_temp_age"`
+	// RollRows is how many staged rows trigger a roll into the trees: the
+	// size of the files (Kafka Connect's flush.size). A roll holds the rows
+	// it moves in memory, about 200 bytes each.
+	RollRows int `yaml:"roll_rows"`
+	// RollInterval is the longest a staged row waits for its roll, so a
+	// slow stream still shows up in the trees (rotate.interval.ms).
+	RollInterval time.Duration `yaml:"roll_interval"`
 	// SnapshotsKept is how many snapshots of each cohort stay on disk; older
 	// ones are removed after a newer one is durable.
 	SnapshotsKept int `yaml:"snapshots_kept"`
@@ -45,6 +52,8 @@ func DefaultConfig() Config {
 		MaxRowsPerRowGroup: 1 << 20,
 		StaleTempAge:       time.Hour,
 		SnapshotsKept:      4,
+		RollRows:           500_000,
+		RollInterval:       5 * time.Minute,
 	}
 }
 
@@ -62,6 +71,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRowsPerRowGroup < 0 {
 		errs = append(errs, fmt.Errorf("max_rows_per_row_group: must not be negative, got %d", c.MaxRowsPerRowGroup))
+	}
+	if c.RollRows < 0 {
+		errs = append(errs, fmt.Errorf("roll_rows: must not be negative, got %d", c.RollRows))
+	}
+	if c.RollInterval < 0 {
+		errs = append(errs, fmt.Errorf("roll_interval: must not be negative, got %s", c.RollInterval))
 	}
 	if c.SnapshotsKept < 0 {
 		errs = append(errs, fmt.Errorf("snapshots_kept: must not be negative, got %d", c.SnapshotsKept))
@@ -83,6 +98,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.StaleTempAge == 0 {
 		c.StaleTempAge = d.StaleTempAge
+	}
+	if c.RollRows == 0 {
+		c.RollRows = d.RollRows
+	}
+	if c.RollInterval == 0 {
+		c.RollInterval = d.RollInterval
 	}
 	if c.SnapshotsKept == 0 {
 		c.SnapshotsKept = d.SnapshotsKept

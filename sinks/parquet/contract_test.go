@@ -1,8 +1,9 @@
 package parquet
 
 import (
-	"crypto/sha256"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,17 +23,38 @@ func TestSinkContract(t *testing.T) {
 				}
 				return s
 			},
-			// The files themselves, as another reader finds them while the
-			// sink is still open: every name with a digest of its bytes.
-			Contents: func(t *testing.T, _ pipeline.Sink) string {
-				files := listFiles(t, root)
-				var lines []string
-				for name, b := range files {
-					lines = append(lines, fmt.Sprintf("%s %x", name, sha256.Sum256(b)))
-				}
-				slices.Sort(lines)
-				return strings.Join(lines, "\n")
-			},
+			Contents: func(t *testing.T, _ pipeline.Sink) string { return logicalRows(t, root) },
 		}
 	})
+}
+
+// logicalRows is what the sink holds, wherever it is: one line per row of
+// each tree, a staged row counting for both trees (a roll moves it there).
+// A row held twice shows twice.
+func logicalRows(t testing.TB, root string) string {
+	t.Helper()
+	var lines []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(d.Name(), ".parquet") || isTempName(d.Name()) {
+			return err
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		tables := []string{strings.Split(filepath.ToSlash(rel), "/")[0]}
+		if tables[0] == stagingDir {
+			tables = []string{tableChanges, tableDataPoints}
+		}
+		return readFileKeys(path, func(record string, pos int32) {
+			for _, tb := range tables {
+				lines = append(lines, fmt.Sprintf("%s %s %d", tb, record, pos))
+			}
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }

@@ -120,13 +120,20 @@ func newTestSink(t testing.TB, root string, opts Options) *Sink {
 	return s
 }
 
-// listFiles returns every file under root, relative to it, with its bytes.
+// listFiles returns every file of the trees under root (not the staging
+// area, not the lock), relative to root, with its bytes.
 func listFiles(t testing.TB, root string) map[string][]byte {
 	t.Helper()
 	files := map[string][]byte{}
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil {
 			return err
+		}
+		if d.IsDir() && d.Name() == stagingDir {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || d.Name() == treeLockName {
+			return nil
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -145,24 +152,42 @@ func listFiles(t testing.TB, root string) map[string][]byte {
 	return files
 }
 
-// expectedChanges is the test's own statement of the layout: which file each
-// change belongs in, and in what order.
-func expectedChanges(changes []schemas.ResolvedChange, positions map[int]pipeline.OffsetRange, name string) map[string][]schemas.ResolvedChange {
+// expectedChanges is the test's own statement of the layout after one roll
+// of every partition: which file each change belongs in, and in what order.
+// spans[p] is the offset range the roll of partition p covered.
+func expectedChanges(changes []schemas.ResolvedChange, spans map[int]pipeline.OffsetRange) map[string][]schemas.ResolvedChange {
 	want := map[string][]schemas.ResolvedChange{}
 	for _, c := range changes {
-		ws := strings.NewReplacer("/", "%2F", "=", "%3D").Replace(c.Workspace)
-		file := "part-" + name + ".parquet"
-		if name == "" {
-			r := positions[int(c.Partition)]
-			file = fmt.Sprintf("part-p%04d-o%012d-%012d.parquet", c.Partition, r.First, r.Last)
-		}
-		rel := "workspace=" + ws + "/date=" + c.EventTime.UTC().Format("2006-01-02") + "/" + file
+		rel := fileRel(c.Workspace, c.EventTime, spans[int(c.Partition)], c.Partition)
 		want[rel] = append(want[rel], c)
 	}
 	for _, rows := range want {
 		slices.SortStableFunc(rows, func(a, b schemas.ResolvedChange) int {
 			return cmp.Or(cmp.Compare(a.Partner, b.Partner), cmp.Compare(a.CohortID, b.CohortID),
 				cmp.Compare(a.UserID, b.UserID), cmp.Compare(a.Version, b.Version))
+		})
+	}
+	return want
+}
+
+func fileRel(ws string, day time.Time, r pipeline.OffsetRange, partition int32) string {
+	ws = strings.NewReplacer("/", "%2F", "=", "%3D").Replace(ws)
+	return "workspace=" + ws + "/date=" + day.UTC().Format("2006-01-02") + "/" +
+		fmt.Sprintf("part-p%04d-o%012d-%012d.parquet", partition, r.First, r.Last)
+}
+
+// expectedDataPoints is expectedChanges for datapoints/: partitioned by
+// landing day and ordered by (partner, cohort_id, record_id, position).
+func expectedDataPoints(changes []schemas.ResolvedChange, spans map[int]pipeline.OffsetRange) map[string][]dataPoint {
+	want := map[string][]dataPoint{}
+	for _, c := range changes {
+		rel := fileRel(c.Workspace, c.ReceivedAt, spans[int(c.Partition)], c.Partition)
+		want[rel] = append(want[rel], dataPointOfChange(c))
+	}
+	for _, rows := range want {
+		slices.SortStableFunc(rows, func(a, b dataPoint) int {
+			return cmp.Or(cmp.Compare(a.Partner, b.Partner), cmp.Compare(a.CohortID, b.CohortID),
+				cmp.Compare(a.RecordID, b.RecordID), cmp.Compare(a.Position, b.Position))
 		})
 	}
 	return want
@@ -222,9 +247,9 @@ func readChanges(t testing.TB, f *arrowFile) []schemas.ResolvedChange {
 	s := func(n string) *array.String { return f.column(t, n, arrow.BinaryTypes.String).(*array.String) }
 	ws, partner, cohort, user := s("workspace"), s("partner"), s("cohort_id"), s("user_id")
 	kind, value, rec := s("id_kind"), s("id_value"), s("record_id")
-	member := f.column(t, "is_member", arrow.PrimitiveTypes.Uint8).(*array.Uint8)
-	version := f.column(t, "version", arrow.PrimitiveTypes.Uint64).(*array.Uint64)
-	pos := f.column(t, "position", arrow.PrimitiveTypes.Uint32).(*array.Uint32)
+	member := f.column(t, "is_member", arrow.FixedWidthTypes.Boolean).(*array.Boolean)
+	version := f.column(t, "version", arrow.PrimitiveTypes.Int64).(*array.Int64)
+	pos := f.column(t, "position", arrow.PrimitiveTypes.Int32).(*array.Int32)
 	event := f.column(t, "event_time", tsUTC).(*array.Timestamp)
 	received := f.column(t, "received_at", tsUTC).(*array.Timestamp)
 	part := f.column(t, "partition", arrow.PrimitiveTypes.Int32).(*array.Int32)
@@ -236,14 +261,11 @@ func readChanges(t testing.TB, f *arrowFile) []schemas.ResolvedChange {
 	for i := range out {
 		out[i] = schemas.ResolvedChange{
 			Workspace: ws.Value(i), Partner: partner.Value(i), CohortID: cohort.Value(i), UserID: user.Value(i),
-			IDKind: kind.Value(i), IDValue: value.Value(i), IsMember: member.Value(i) == 1,
-			Version: version.Value(i), RecordID: rec.Value(i), Position: pos.Value(i),
+			IDKind: kind.Value(i), IDValue: value.Value(i), IsMember: member.Value(i),
+			Version: uint64(version.Value(i)), RecordID: rec.Value(i), Position: uint32(pos.Value(i)),
 			EventTime:  time.UnixMicro(int64(event.Value(i))).UTC(),
 			ReceivedAt: time.UnixMicro(int64(received.Value(i))).UTC(),
 			Partition:  part.Value(i), Offset: off.Value(i),
-		}
-		if member.Value(i) > 1 {
-			t.Fatalf("row %d: is_member %d", i, member.Value(i))
 		}
 	}
 	return out
@@ -254,21 +276,17 @@ type dataPoint struct {
 	Workspace, Partner, CohortID string
 	Day                          string
 	RecordID                     string
-	Position                     uint32
-	IsMember                     uint8
+	Position                     int32
+	IsMember                     bool
 	UserID                       string
-	EventTime                    time.Time
+	EventTime, ReceivedAt        time.Time
 }
 
-func dataPointOf(c schemas.ResolvedChange) dataPoint {
-	var m uint8
-	if c.IsMember {
-		m = 1
-	}
+func dataPointOfChange(c schemas.ResolvedChange) dataPoint {
 	return dataPoint{
 		Workspace: c.Workspace, Partner: c.Partner, CohortID: c.CohortID,
-		Day: c.EventTime.UTC().Format("2006-01-02"), RecordID: c.RecordID, Position: c.Position,
-		IsMember: m, UserID: c.UserID, EventTime: c.EventTime.UTC(),
+		Day: c.ReceivedAt.UTC().Format("2006-01-02"), RecordID: c.RecordID, Position: int32(c.Position),
+		IsMember: c.IsMember, UserID: c.UserID, EventTime: c.EventTime.UTC(), ReceivedAt: c.ReceivedAt.UTC(),
 	}
 }
 
@@ -277,11 +295,12 @@ func readDataPoints(t testing.TB, f *arrowFile) []dataPoint {
 	s := func(n string) *array.String { return f.column(t, n, arrow.BinaryTypes.String).(*array.String) }
 	ws, partner, cohort, rec, user := s("workspace"), s("partner"), s("cohort_id"), s("record_id"), s("user_id")
 	day := f.column(t, "day", arrow.FixedWidthTypes.Date32).(*array.Date32)
-	pos := f.column(t, "position", arrow.PrimitiveTypes.Uint32).(*array.Uint32)
-	member := f.column(t, "is_member", arrow.PrimitiveTypes.Uint8).(*array.Uint8)
+	pos := f.column(t, "position", arrow.PrimitiveTypes.Int32).(*array.Int32)
+	member := f.column(t, "is_member", arrow.FixedWidthTypes.Boolean).(*array.Boolean)
 	event := f.column(t, "event_time", tsUTC).(*array.Timestamp)
-	if n := f.tbl.NumCols(); n != 9 {
-		t.Fatalf("datapoints file has %d columns, want 9", n)
+	received := f.column(t, "received_at", tsUTC).(*array.Timestamp)
+	if n := f.tbl.NumCols(); n != 10 {
+		t.Fatalf("datapoints file has %d columns, want 10", n)
 	}
 	out := make([]dataPoint, f.tbl.NumRows())
 	for i := range out {
@@ -289,6 +308,7 @@ func readDataPoints(t testing.TB, f *arrowFile) []dataPoint {
 			Workspace: ws.Value(i), Partner: partner.Value(i), CohortID: cohort.Value(i),
 			Day: day.Value(i).ToTime().Format("2006-01-02"), RecordID: rec.Value(i), Position: pos.Value(i),
 			IsMember: member.Value(i), UserID: user.Value(i), EventTime: time.UnixMicro(int64(event.Value(i))).UTC(),
+			ReceivedAt: time.UnixMicro(int64(received.Value(i))).UTC(),
 		}
 	}
 	return out

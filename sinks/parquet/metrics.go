@@ -16,12 +16,29 @@ const (
 	reasonCanceled = "canceled"
 )
 
+// Why a row of a batch was not staged, as the rows_skipped_total label.
+const (
+	// skipRedelivered: at or below the partition's high-water mark, a
+	// redelivery of offsets already staged or rolled.
+	skipRedelivered = "redelivered"
+	// skipAlreadyWritten: its (record_id, position) is in the trees or
+	// staged already, at other offsets (a record landed again).
+	skipAlreadyWritten = "already_written"
+)
+
 type metrics struct {
 	files    *prometheus.CounterVec
 	rows     *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	duration prometheus.Histogram
+
+	skipped     *prometheus.CounterVec
+	staged      prometheus.Gauge
+	stagedFiles prometheus.Counter
+	stagedBytes prometheus.Counter
+	rolls       prometheus.Counter
+	rollErrors  prometheus.Counter
 
 	reg        prometheus.Registerer
 	registered []prometheus.Collector
@@ -48,9 +65,36 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "write_duration_seconds",
-			Help:    "Time to write and sync one batch, failed ones included.",
+			Help:    "Time to stage and sync one batch (and roll, when the batch fills the stage), failed ones included.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "rows_skipped_total",
+			Help: "Rows of batches not staged because the trees hold them already, by reason: redelivered (offsets already durable) or already_written (the same record_id and position landed before).",
+		}, []string{"reason"}),
+		staged: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "staged_rows",
+			Help: "Rows acknowledged and durable in the staging area, waiting for a roll into the trees.",
+		}),
+		stagedFiles: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "staged_files_total",
+			Help: "Batches staged (one file per Kafka partition of a batch).",
+		}),
+		stagedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "staged_bytes_total",
+			Help: "Bytes of the staged files.",
+		}),
+		rolls: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "rolls_total",
+			Help: "Rolls of a Kafka partition's staged rows into the trees.",
+		}),
+		rollErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "roll_errors_total",
+			Help: "Rolls that failed; their rows stay staged and the roll is tried again.",
+		}),
+	}
+	for _, r := range []string{skipRedelivered, skipAlreadyWritten} {
+		m.skipped.WithLabelValues(r)
 	}
 	// Every series exists from the start, so rate() works on the first increment.
 	for _, t := range []string{tableChanges, tableDataPoints, tableSnapshots} {
@@ -62,7 +106,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.errors.WithLabelValues(r)
 	}
 	m.reg = reg
-	for _, c := range []prometheus.Collector{m.files, m.rows, m.bytes, m.errors, m.duration} {
+	for _, c := range []prometheus.Collector{m.files, m.rows, m.bytes, m.errors, m.duration,
+		m.skipped, m.staged, m.stagedFiles, m.stagedBytes, m.rolls, m.rollErrors} {
 		if err := reg.Register(c); err != nil {
 			m.unregister()
 			var are prometheus.AlreadyRegisteredError

@@ -1,46 +1,54 @@
-// Package parquet is the Parquet sink: it writes each batch's resolved
-// membership changes and data points as Parquet files in Hive-style folders
-// that DuckDB, Spark and ClickHouse read:
+// Package parquet is the Parquet sink: it writes the resolved membership
+// changes and data points as Parquet files in Hive-style folders that DuckDB,
+// Spark and ClickHouse read, and the member-list snapshots:
 //
-//	<root>/changes/workspace=W/date=D/part-<name>.parquet
-//	<root>/datapoints/workspace=W/date=D/part-<name>.parquet
-//	<root>/snapshots/workspace=W/partner=P/cohort=C/version=V.parquet
+//	<root>/changes/workspace=W/date=D/part-p<partition>-o<first>-<last>.parquet
+//	<root>/datapoints/workspace=W/date=D/part-p<partition>-o<first>-<last>.parquet
+//	<root>/snapshots/workspace=W/partner=P/cohort_id=C/version=V.parquet
 //
-// D is the UTC date of the change's event_time. Partition values are escaped
-// as Hive and Spark do (%XX for '/', '=', '%' and the like).
+// D is the UTC date of the change's event_time in changes/ and of its landing
+// (received_at, the billing day) in datapoints/. Partition values are escaped
+// as Hive and Spark do (%XX for '/', '=', '%' and the like); a value too long
+// for a file name is cut and suffixed with a hash of the whole.
+// docs/PARQUET.md describes every column and the queries that read them.
 //
-// # File names and replays
+// # Each row once
 //
-// A file's name comes from the source positions it holds: rows of Kafka
-// partition p whose batch covered offsets first..last go to
-// part-p<p>-o<first>-<last>.parquet (zero-padded). The content is a pure
-// function of the batch (no clock, fixed created_by), so a redelivered batch
-// rewrites the very same files byte for byte instead of adding new ones.
-// A batch without positions (a backfill not read from Kafka) must be given
-// a name by its caller through WriteNamed: part-<name>.parquet. A replay
-// whose batches are cut at other offsets than the first delivery writes
-// files with other names; readers that must be exact across such replays
-// deduplicate on (record_id, position), which every row carries.
+// A batch is not written into the trees directly. Its rows go, per Kafka
+// partition, into a staged file under <root>/_staging (durable before Write
+// returns, so the batch can be acknowledged), and a roll moves the staged
+// rows of a partition into one file per Hive partition once RollRows rows
+// are staged or the oldest has waited RollInterval. That is the Kafka
+// Connect S3 sink's model (flush.size, rotate.interval.ms) without its
+// weakness: offsets are committed as soon as a batch is staged, not when a
+// file closes, and nothing acknowledged is only in memory.
+//
+// Rows already in the trees are not staged again. Per Kafka partition the
+// staging folder records the highest offset made durable, so a redelivery
+// (a crash before the offset commit, a rebalance) is skipped by offset; and
+// per workspace and landing day the sink remembers the (record_id, position)
+// pairs written, so a record landed a second time at other offsets (a re-run
+// or resumed backfill, backfill --from kafka) is skipped by identity. Each
+// (record_id, position) therefore appears once in changes/ and once in
+// datapoints/, and count(*) or sum() over a tree equals the API's figures.
 //
 // # Durability
 //
-// Write returns nil only once every file of the batch is on disk: each is
-// written under a temporary name (a leading dot, no .parquet suffix, so
-// readers' globs skip it), fsynced, renamed into place, and its directory
-// fsynced. On any error (a full disk included) the temporary file is
-// removed and the error, wrapping the OS error, is returned; files of the
-// batch already renamed are complete and are rewritten by the replay.
+// Every file, staged or rolled, is written under a temporary name (a leading
+// dot, no .parquet suffix, so readers' globs skip it), fsynced, renamed into
+// place, and its directory fsynced. On any error (a full disk included) the
+// temporary file is removed and the error, wrapping the OS error, returned.
 package parquet
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +56,7 @@ import (
 	"time"
 
 	pq "github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortsync/cohortsync/pipeline"
@@ -61,7 +70,7 @@ const (
 
 // FormatVersion is written into every file's key-value metadata
 // (cohortsync.format_version) and created_by; it changes when the columns do.
-const FormatVersion = "1"
+const FormatVersion = "2"
 
 // ErrClosed is returned by writes after Close.
 var ErrClosed = fmt.Errorf("parquet sink: %w", pipeline.ErrSinkClosed)
@@ -69,9 +78,6 @@ var ErrClosed = fmt.Errorf("parquet sink: %w", pipeline.ErrSinkClosed)
 // ErrInvalidBatch is matched (errors.Is) by the errors of batches the sink
 // refuses for what they hold: retrying such a batch cannot succeed.
 var ErrInvalidBatch = errors.New("invalid batch")
-
-// batchNameRE keeps a caller's batch name a single, portable file name part.
-var batchNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // Options carries what a Sink needs besides its configuration.
 type Options struct {
@@ -81,6 +87,8 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// FS is where files are written; nil means the operating system's.
 	FS FS
+	// Now is the clock of the roll timer and the snapshots; nil is time.Now.
+	Now func() time.Time
 }
 
 // Sink writes pipeline outputs as Parquet files. Writes are serialised; it
@@ -91,16 +99,27 @@ type Sink struct {
 	log   *slog.Logger
 	m     *metrics
 	codec *zstdCodec
+	now   func() time.Time
+	lock  *treeLock
 
-	// mu serialises writes and guards closed and the fields below.
+	// mu serialises writes and rolls and guards the fields below.
 	mu     sync.Mutex
 	closed bool
-	// Row buffers reused from batch to batch.
-	changes      tableWriter[changeRow]
-	dataPoints   tableWriter[dataPointRow]
-	snapshots    tableWriter[snapshotRow]
-	changeBuf    []changeRow
-	dataPointBuf []dataPointRow
+	// Writers of each table's files.
+	changes    tableWriter[changeRow]
+	dataPoints tableWriter[dataPointRow]
+	snapshots  tableWriter[snapshotRow]
+	staged     tableWriter[changeRow]
+	seen       *seenIndex
+	// due holds the Kafka partitions with staged rows, each with the time
+	// its oldest staged row was made durable.
+	due        map[int32]time.Time
+	stagedRows int
+	rolls      uint64
+	rowBuf     []changeRow
+
+	stopTimer context.CancelFunc
+	timerDone chan struct{}
 
 	// stateMu guards lastErr apart from mu, so that Healthy does not wait
 	// for a write in progress.
@@ -138,7 +157,9 @@ func (t *tableWriter[T]) write(out io.Writer, rows []T) error {
 
 // New returns a sink writing under cfg.Root (zero fields take their
 // defaults). It removes temporary files older than cfg.StaleTempAge that a
-// crash left under the root.
+// crash left under the root, remembers what is staged, and starts the roll
+// timer. It fails with ErrTreeLocked while `cohortsync parquet compact`
+// rewrites the tree.
 func New(cfg Config, opts Options) (*Sink, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -157,21 +178,39 @@ func New(cfg Config, opts Options) (*Sink, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	if err := MkdirAllSync(fsys, cfg.Root); err != nil {
+		return nil, fmt.Errorf("parquet sink: %w", err)
+	}
+	lock, err := lockTree(cfg.Root, false)
+	if err != nil {
+		return nil, fmt.Errorf("parquet sink: %w", err)
+	}
 	if cfg.StaleTempAge > 0 {
 		n, err := sweepTemp(fsys, cfg.Root, cfg.StaleTempAge, time.Now())
 		if err != nil {
+			lock.release()
 			return nil, fmt.Errorf("parquet sink: %w", err)
 		}
 		if n > 0 {
 			log.Info("removed temporary files left by an interrupted write", "count", n, "root", cfg.Root)
 		}
 	}
-	s := &Sink{cfg: cfg, fs: fsys, log: log}
+	s := &Sink{cfg: cfg, fs: fsys, log: log, now: now, lock: lock, seen: newSeenIndex(cfg.Root), due: map[int32]time.Time{}}
 	codec, err := newZstdCodec()
 	if err != nil {
+		lock.release()
 		return nil, fmt.Errorf("parquet sink: %w", err)
 	}
 	s.codec = codec
+	fail := func(err error) (*Sink, error) {
+		_ = codec.close()
+		lock.release()
+		return nil, fmt.Errorf("parquet sink: %w", err)
+	}
 	common := []pq.WriterOption{
 		pq.Compression(codec),
 		pq.DictionaryMaxBytes(cfg.DictionaryMaxBytes),
@@ -181,36 +220,47 @@ func New(cfg Config, opts Options) (*Sink, error) {
 		pq.CreatedBy("cohortsync", FormatVersion, "parquet-go"),
 		pq.KeyValueMetadata("cohortsync.format_version", FormatVersion),
 	}
-	// The sorting columns are metadata only: groupRows orders the rows.
-	s.changes.pageBytes, s.dataPoints.pageBytes = cfg.PageBufferBytes, cfg.PageBufferBytes
+	// The sorting columns are metadata only: the roll orders the rows.
+	s.changes.pageBytes, s.dataPoints.pageBytes, s.staged.pageBytes = cfg.PageBufferBytes, cfg.PageBufferBytes, cfg.PageBufferBytes
 	s.changes.opts = append(slices.Clone(common),
 		pq.KeyValueMetadata("cohortsync.table", tableChanges),
 		pq.SortingWriterConfig(pq.SortingColumns(
 			pq.Ascending("partner"), pq.Ascending("cohort_id"), pq.Ascending("user_id"), pq.Ascending("version"))),
 	)
-	// Data points are ordered by version too, but it is not a column, so
-	// only the prefix is declared.
 	s.dataPoints.opts = append(slices.Clone(common),
 		pq.KeyValueMetadata("cohortsync.table", tableDataPoints),
 		pq.SortingWriterConfig(pq.SortingColumns(
-			pq.Ascending("partner"), pq.Ascending("cohort_id"), pq.Ascending("user_id"))),
+			pq.Ascending("partner"), pq.Ascending("cohort_id"), pq.Ascending("record_id"), pq.Ascending("position"))),
 	)
+	// Staged files are read once, by the roll: cheap compression, no
+	// dictionary cap worth the bother.
+	s.staged.opts = []pq.WriterOption{
+		pq.Compression(&snappy.Codec{}),
+		pq.CreatedBy("cohortsync", FormatVersion, "parquet-go"),
+		pq.KeyValueMetadata("cohortsync.format_version", FormatVersion),
+		pq.KeyValueMetadata("cohortsync.table", "staged"),
+	}
 	s.snapshots.opts = append(slices.Clone(common),
 		pq.KeyValueMetadata("cohortsync.table", tableSnapshots),
 		pq.PageBufferSize(cfg.PageBufferBytes),
 		pq.SortingWriterConfig(pq.SortingColumns(pq.Ascending("user_id"))),
 	)
 	// NewGenericWriter panics on a bad configuration; check it here instead.
-	for _, o := range [][]pq.WriterOption{s.changes.opts, s.dataPoints.opts, s.snapshots.opts} {
+	for _, o := range [][]pq.WriterOption{s.changes.opts, s.dataPoints.opts, s.snapshots.opts, s.staged.opts} {
 		if _, err := pq.NewWriterConfig(o...); err != nil {
-			_ = codec.close()
-			return nil, fmt.Errorf("parquet sink: writer configuration: %w", err)
+			return fail(fmt.Errorf("writer configuration: %w", err))
 		}
 	}
-	if s.m, err = newMetrics(reg); err != nil {
-		_ = codec.close()
-		return nil, fmt.Errorf("parquet sink: metrics: %w", err)
+	if err := s.recoverStaging(); err != nil {
+		return fail(fmt.Errorf("read the staging area: %w", err))
 	}
+	if s.m, err = newMetrics(reg); err != nil {
+		return fail(fmt.Errorf("metrics: %w", err))
+	}
+	s.m.staged.Set(float64(s.stagedRows))
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopTimer, s.timerDone = cancel, make(chan struct{})
+	go s.rollTimer(ctx)
 	return s, nil
 }
 
@@ -220,17 +270,39 @@ func (s *Sink) Name() string { return "parquet" }
 // Root is the directory the sink writes under.
 func (s *Sink) Root() string { return s.cfg.Root }
 
-// Close waits for a write in progress and refuses later ones. Every
-// successful write is already durable, so there is nothing to flush.
+// closeRollTimeout bounds the roll Close does, so that a stuck disk cannot
+// hold a shutdown: what is not rolled stays staged and is rolled after the
+// next start.
+const closeRollTimeout = time.Minute
+
+// Close waits for a write in progress, rolls what is staged into the trees,
+// and refuses later writes. Every successful write is durable already; a
+// roll that fails here leaves its rows staged for the next start.
 func (s *Sink) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
+	s.mu.Unlock()
+	s.stopTimer()
+	<-s.timerDone
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), closeRollTimeout)
+	defer cancel()
+	rollErr := s.rollDue(ctx, true)
 	s.m.unregister()
+	var errs []error
+	if rollErr != nil {
+		errs = append(errs, fmt.Errorf("roll at close (rows stay staged for the next start): %w", rollErr))
+	}
 	if err := s.codec.close(); err != nil {
+		errs = append(errs, err)
+	}
+	s.lock.release()
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("parquet sink: close: %w", err)
 	}
 	return nil
@@ -249,29 +321,50 @@ func (s *Sink) Healthy() error {
 	return nil
 }
 
-// Write implements pipeline.Sink: it writes out's changes and data points and
-// returns once they are durable. out.Positions names the files; a batch
-// without positions is refused (use WriteNamed).
+// Write implements pipeline.Sink: it stages out's new rows and returns once
+// they are durable; rows the trees already hold are skipped. A batch whose
+// rows lie outside out.Positions is refused.
 func (s *Sink) Write(ctx context.Context, out *pipeline.Output) error {
-	return s.WriteNamed(ctx, out, "")
-}
-
-// WriteNamed is Write for batches that have no source positions, such as a
-// file backfill: name (letters, digits, '.', '_', '-'; at most 128) replaces
-// the offsets in the file names, giving one part-<name>.parquet per
-// workspace and date and table. The caller must derive name from the
-// batch's content or source (an export file and its chunk number, say) and
-// not from the clock, so that rewriting the batch replaces its files. An
-// empty name means Write's behaviour.
-func (s *Sink) WriteNamed(ctx context.Context, out *pipeline.Output, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
 	start := time.Now()
-	err := s.write(ctx, out, name)
+	err := s.write(ctx, out)
+	if err == nil && s.stagedRows >= s.cfg.RollRows {
+		// The batch is durable whatever the roll does: a failed roll is
+		// logged, counted and tried again, and does not fail the batch.
+		if rerr := s.rollDue(ctx, true); rerr != nil {
+			s.rollFailed(ctx, rerr)
+		}
+	}
 	s.m.duration.Observe(time.Since(start).Seconds())
+	s.record(ctx, err, "batch not written")
+	if err != nil {
+		return fmt.Errorf("parquet sink: %w", err)
+	}
+	return nil
+}
+
+// Flush rolls everything staged into the trees now, for a backfill that
+// wants its files in place when it ends, and for tests.
+func (s *Sink) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	err := s.rollDue(ctx, true)
+	s.record(ctx, err, "roll failed")
+	if err != nil {
+		return fmt.Errorf("parquet sink: %w", err)
+	}
+	return nil
+}
+
+// record keeps the health state and counts an error by reason.
+func (s *Sink) record(ctx context.Context, err error, msg string) {
 	reason := ""
 	if err != nil {
 		reason = classify(err)
@@ -283,11 +376,74 @@ func (s *Sink) WriteNamed(ctx context.Context, out *pipeline.Output, name string
 	}
 	if err != nil {
 		s.m.errors.WithLabelValues(reason).Inc()
-		s.log.LogAttrs(ctx, slog.LevelError, "batch not written", slog.String("reason", reason), slog.Any("error", err))
-		return fmt.Errorf("parquet sink: %w", err)
+		s.log.LogAttrs(ctx, slog.LevelError, msg, slog.String("reason", reason), slog.Any("error", err))
 	}
-	return nil
 }
+
+func (s *Sink) rollFailed(ctx context.Context, err error) {
+	s.m.rollErrors.Inc()
+	s.log.LogAttrs(ctx, slog.LevelError, "roll failed; the rows stay staged and the roll is tried again",
+		slog.String("reason", classify(err)), slog.Any("error", err))
+}
+
+// rollTimerTick is how often the timer looks for staged rows past
+// RollInterval; a tenth of the interval, within bounds.
+func (s *Sink) rollTimerTick() time.Duration {
+	return min(max(s.cfg.RollInterval/10, 100*time.Millisecond), 10*time.Second)
+}
+
+func (s *Sink) rollTimer(ctx context.Context) {
+	defer close(s.timerDone)
+	t := time.NewTicker(s.rollTimerTick())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		if !s.closed {
+			if err := s.rollDue(ctx, false); err != nil && ctx.Err() == nil {
+				s.rollFailed(ctx, err)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// rollDue rolls the partitions whose oldest staged row has waited
+// RollInterval, or every staged partition when all is set. Called with mu held.
+func (s *Sink) rollDue(ctx context.Context, all bool) error {
+	now := s.now()
+	var errs []error
+	for _, p := range slices.Sorted(maps.Keys(s.due)) {
+		if !all && now.Sub(s.due[p]) < s.cfg.RollInterval {
+			continue
+		}
+		n, err := s.roll(ctx, p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("roll partition %d: %w", p, err))
+			continue
+		}
+		delete(s.due, p)
+		s.stagedRows = max(0, s.stagedRows-n)
+		s.rolls++
+	}
+	if len(s.due) == 0 {
+		s.stagedRows = 0
+		// Nothing is staged, so every day the index forgets can be read
+		// back from the trees.
+		s.seen.evict(seenDaysKept)
+	}
+	s.m.staged.Set(float64(s.stagedRows))
+	return errors.Join(errs...)
+}
+
+// seenDaysKept is how many (workspace, landing day) entries the index keeps
+// once nothing is staged: today's and yesterday's for many workspaces, or a
+// backfill's recent days.
+const seenDaysKept = 64
 
 // inputError marks a batch the sink refuses for what it holds, which no
 // retry will change.
@@ -313,68 +469,111 @@ func classify(err error) string {
 	}
 }
 
-func (s *Sink) write(ctx context.Context, out *pipeline.Output, name string) error {
-	named := name != ""
-	if named && !batchNameRE.MatchString(name) {
-		return inputError{fmt.Errorf("batch name %q: want 1 to 128 of letters, digits, '.', '_', '-', starting with a letter or digit", name)}
-	}
+func (s *Sink) write(ctx context.Context, out *pipeline.Output) error {
 	if out == nil || out.Changes == nil || out.Changes.NumRows() == 0 {
 		return nil
 	}
-	if !named && len(out.Positions) == 0 {
-		return inputError{errors.New("batch has rows but no positions to name its files: use WriteNamed")}
+	if len(out.Positions) == 0 {
+		return inputError{errors.New("batch has rows but no source positions")}
 	}
 	cols, err := columnsOf(out.Changes)
 	if err != nil {
 		return inputError{err}
 	}
-	groups, err := groupRows(cols, int(out.Changes.NumRows()), out.Positions, named)
+	n := int(out.Changes.NumRows())
+	byPartition := map[int32][]int{}
+	for i := range n {
+		p, off := cols.partition[i], cols.offset[i]
+		r, ok := out.Positions[int(p)]
+		if !ok {
+			return inputError{fmt.Errorf("row %d: partition %d is not in the batch positions", i, p)}
+		}
+		if off < r.First || off > r.Last {
+			return inputError{fmt.Errorf("row %d: offset %d of partition %d is outside the batch range %d..%d", i, off, p, r.First, r.Last)}
+		}
+		byPartition[p] = append(byPartition[p], i)
+	}
+	for _, p := range slices.Sorted(maps.Keys(byPartition)) {
+		if err := s.stagePartition(ctx, &cols, p, out.Positions[int(p)], byPartition[p]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stagePartition stages the rows of one Kafka partition of a batch that the
+// trees do not hold yet.
+func (s *Sink) stagePartition(ctx context.Context, cols *changeCols, p int32, r pipeline.OffsetRange, rows []int) error {
+	dir := s.stageDir(p)
+	st, err := scanStage(dir)
 	if err != nil {
-		return inputError{err}
+		return err
 	}
-	dirs := map[string]struct{}{}
-	for _, g := range groups {
-		file := name
-		if !named {
-			r := out.Positions[int(g.key.partition)]
-			file = fmt.Sprintf("p%04d-o%012d-%012d", g.key.partition, r.First, r.Last)
+	hw := st.highWater()
+	if r.Last <= hw {
+		s.m.skipped.WithLabelValues(skipRedelivered).Add(float64(len(rows)))
+		return nil
+	}
+	// In batch order a record's ids are adjacent and a record landed twice
+	// in one batch comes in twice: fresh catches that.
+	fresh := map[seenKey]*seenDay{}
+	kept := s.rowBuf[:0]
+	redelivered, already := 0, 0
+	for _, i := range rows {
+		if cols.offset[i] <= hw {
+			redelivered++
+			continue
 		}
-		file = "part-" + file + ".parquet"
-		rel := filepath.Join("workspace="+escapePartitionValue(g.key.workspace), "date="+dateString(g.key.day))
-
-		dir := filepath.Join(s.cfg.Root, tableChanges, rel)
-		s.changeBuf = changeRows(s.changeBuf, cols, g.rows)
-		n, err := s.writeParquet(ctx, dir, file, func(w io.Writer) error {
-			return s.changes.write(w, s.changeBuf)
-		})
+		row := rowOf(cols, i)
+		k := seenKey{row.Workspace, dayOf(arrowTimestamp(row.ReceivedAt))}
+		d, err := s.seen.day(k, s.rolls)
 		if err != nil {
 			return err
 		}
-		s.count(tableChanges, len(g.rows), n)
-		dirs[dir] = struct{}{}
-
-		dir = filepath.Join(s.cfg.Root, tableDataPoints, rel)
-		s.dataPointBuf = dataPointRows(s.dataPointBuf, cols, g.rows)
-		n, err = s.writeParquet(ctx, dir, file, func(w io.Writer) error {
-			return s.dataPoints.write(w, s.dataPointBuf)
-		})
-		if err != nil {
-			return err
+		f := fresh[k]
+		if f == nil {
+			f = &seenDay{recs: map[string][]uint64{}}
+			fresh[k] = f
 		}
-		s.count(tableDataPoints, len(g.rows), n)
-		dirs[dir] = struct{}{}
+		if d.has(row.RecordID, row.Position) || f.has(row.RecordID, row.Position) {
+			already++
+			continue
+		}
+		f.add(row.RecordID, row.Position)
+		kept = append(kept, row)
 	}
-	// The renames are durable only once their directories are synced; one
-	// sync per directory covers every file of the batch in it.
-	for _, dir := range slices.Sorted(maps.Keys(dirs)) {
-		if err := s.fs.SyncDir(dir); err != nil {
-			return err
+	s.rowBuf = kept
+	// Even a batch of rows all skipped is staged (as an empty file) when it
+	// moves the high-water mark, so that a later redelivery is skipped by
+	// offset on any instance.
+	file := stagedFile{first: max(r.First, hw+1), last: r.Last}
+	nb, err := s.stage(ctx, dir, file, kept)
+	clear(s.rowBuf)
+	if err != nil {
+		return err
+	}
+	for k, f := range fresh {
+		d := s.seen.days[k]
+		for rec, bits := range f.recs {
+			for w, word := range bits {
+				for b := 0; word != 0; b++ {
+					if word&1 != 0 {
+						d.add(rec, int32(w*64+b))
+					}
+					word >>= 1
+				}
+			}
 		}
 	}
-	// Drop the references into the batch's Arrow buffers, which the
-	// caller may release now.
-	clear(s.changeBuf)
-	clear(s.dataPointBuf)
+	if _, ok := s.due[p]; !ok {
+		s.due[p] = s.now()
+	}
+	s.stagedRows += len(kept)
+	s.m.staged.Set(float64(s.stagedRows))
+	s.m.skipped.WithLabelValues(skipRedelivered).Add(float64(redelivered))
+	s.m.skipped.WithLabelValues(skipAlreadyWritten).Add(float64(already))
+	s.m.stagedFiles.Inc()
+	s.m.stagedBytes.Add(float64(nb))
 	return nil
 }
 
@@ -408,9 +607,18 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// maxPartitionValue bounds an escaped partition value, so that a folder name
+// (with its "cohort_id=" prefix) stays within the 255 bytes file systems
+// allow, whatever the partner sent as an id.
+const maxPartitionValue = 200
+
 // escapePartitionValue escapes a Hive partition value the way Hive and
 // Spark do, so that they (and DuckDB) read the value back and a value can
-// never add a path level. The empty value has Hive's special name.
+// never add a path level. The empty value has Hive's special name. A value
+// whose escaped form is longer than maxPartitionValue keeps a prefix and
+// gets "~" and 16 hex digits of its SHA-256: still one folder per value,
+// and the full value is in the files' columns. '~' is escaped in values, so
+// a cut name never equals a whole one.
 func escapePartitionValue(v string) string {
 	if v == "" {
 		return "__HIVE_DEFAULT_PARTITION__"
@@ -418,11 +626,21 @@ func escapePartitionValue(v string) string {
 	var b strings.Builder
 	for i := 0; i < len(v); i++ {
 		c := v[i]
-		if c < 0x20 || c == 0x7f || strings.IndexByte(`"#%'*/:=?\{[]^`, c) >= 0 {
+		if c < 0x20 || c == 0x7f || strings.IndexByte(`"#%'*/:=?\{[]^~`, c) >= 0 {
 			fmt.Fprintf(&b, "%%%02X", c)
 			continue
 		}
 		b.WriteByte(c)
 	}
-	return b.String()
+	out := b.String()
+	if len(out) <= maxPartitionValue {
+		return out
+	}
+	cut := maxPartitionValue - 17
+	// Do not cut an escape in two.
+	if i := strings.LastIndexByte(out[:cut], '%'); i >= cut-2 {
+		cut = i
+	}
+	sum := sha256.Sum256([]byte(v))
+	return out[:cut] + "~" + hex.EncodeToString(sum[:8])
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -30,23 +31,21 @@ type colType struct {
 var (
 	strCol  = colType{pqa.Types.ByteArray, schema.StringLogicalType{}}
 	tsCol   = colType{pqa.Types.Int64, schema.NewTimestampLogicalType(true, schema.TimeUnitMicros)}
-	u8Col   = colType{pqa.Types.Int32, schema.NewIntLogicalType(8, false)}
-	u32Col  = colType{pqa.Types.Int32, schema.NewIntLogicalType(32, false)}
-	u64Col  = colType{pqa.Types.Int64, schema.NewIntLogicalType(64, false)}
+	boolCol = colType{pqa.Types.Boolean, schema.NoLogicalType{}}
 	i32Col  = colType{pqa.Types.Int32, schema.NewIntLogicalType(32, true)}
 	i64Col  = colType{pqa.Types.Int64, schema.NewIntLogicalType(64, true)}
 	dateCol = colType{pqa.Types.Int32, schema.DateLogicalType{}}
 
 	changesTypes = map[string]colType{
 		"workspace": strCol, "partner": strCol, "cohort_id": strCol, "user_id": strCol,
-		"id_kind": strCol, "id_value": strCol, "is_member": u8Col, "version": u64Col,
-		"record_id": strCol, "position": u32Col, "event_time": tsCol, "received_at": tsCol,
+		"id_kind": strCol, "id_value": strCol, "is_member": boolCol, "version": i64Col,
+		"record_id": strCol, "position": i32Col, "event_time": tsCol, "received_at": tsCol,
 		"partition": i32Col, "offset": i64Col,
 	}
 	dataPointTypes = map[string]colType{
 		"workspace": strCol, "partner": strCol, "cohort_id": strCol, "day": dateCol,
-		"record_id": strCol, "position": u32Col, "is_member": u8Col, "user_id": strCol,
-		"event_time": tsCol,
+		"record_id": strCol, "position": i32Col, "is_member": boolCol, "user_id": strCol,
+		"event_time": tsCol, "received_at": tsCol,
 	}
 )
 
@@ -149,23 +148,31 @@ func TestWriteReadBackWithArrow(t *testing.T) {
 			if err := s.Healthy(); err != nil {
 				t.Errorf("Healthy after a good write: %v", err)
 			}
+			if files := listFiles(t, root); len(files) != 0 {
+				t.Fatalf("the trees show staged rows before a roll: %v", slices.Sorted(maps.Keys(files)))
+			}
+			if got := testutil.ToFloat64(s.m.staged); got != float64(len(changes)) {
+				t.Errorf("staged_rows = %v, want %d", got, len(changes))
+			}
+			if err := s.Flush(ctx); err != nil {
+				t.Fatalf("Flush: %v", err)
+			}
+			if got := testutil.ToFloat64(s.m.staged); got != 0 {
+				t.Errorf("staged_rows after Flush = %v, want 0", got)
+			}
 
-			want := expectedChanges(changes, spec.partitions, "")
+			want := expectedChanges(changes, spec.partitions)
+			wantDP := expectedDataPoints(changes, spec.partitions)
 			var wantFiles []string
 			for rel := range want {
-				wantFiles = append(wantFiles, "changes/"+rel, "datapoints/"+rel)
+				wantFiles = append(wantFiles, "changes/"+rel)
+			}
+			for rel := range wantDP {
+				wantFiles = append(wantFiles, "datapoints/"+rel)
 			}
 			slices.Sort(wantFiles)
-			files := listFiles(t, root)
-			gotFiles := slices.Sorted(func(yield func(string) bool) {
-				for k := range files {
-					if !yield(k) {
-						return
-					}
-				}
-			})
-			if !slices.Equal(gotFiles, wantFiles) {
-				t.Fatalf("files:\n%s\nwant:\n%s", strings.Join(gotFiles, "\n"), strings.Join(wantFiles, "\n"))
+			if got := slices.Sorted(maps.Keys(listFiles(t, root))); !slices.Equal(got, wantFiles) {
+				t.Fatalf("files:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantFiles, "\n"))
 			}
 
 			for rel, rows := range want {
@@ -179,15 +186,12 @@ func TestWriteReadBackWithArrow(t *testing.T) {
 						}
 					}
 				}
-
+			}
+			for rel, rows := range wantDP {
 				df := openArrow(t, filepath.Join(root, "datapoints", rel))
-				checkFileMeta(t, df, dataPointTypes, []string{"partner", "cohort_id", "user_id"})
-				wantDP := make([]dataPoint, len(rows))
-				for i, c := range rows {
-					wantDP[i] = dataPointOf(c)
-				}
-				if got := readDataPoints(t, df); !reflect.DeepEqual(got, wantDP) {
-					t.Errorf("datapoints/%s: read back differs:\n got %+v\nwant %+v", rel, got, wantDP)
+				checkFileMeta(t, df, dataPointTypes, []string{"partner", "cohort_id", "record_id", "position"})
+				if got := readDataPoints(t, df); !reflect.DeepEqual(got, rows) {
+					t.Errorf("datapoints/%s: read back differs:\n got %+v\nwant %+v", rel, got, rows)
 				}
 			}
 
@@ -198,50 +202,6 @@ func TestWriteReadBackWithArrow(t *testing.T) {
 				t.Errorf("files_written_total{changes} = %v, want %d", got, len(want))
 			}
 		})
-	}
-}
-
-// TestReplayIsByteIdentical: a redelivered batch rewrites the same files with
-// the same bytes, whichever sink instance writes it and whatever it wrote
-// in between.
-func TestReplayIsByteIdentical(t *testing.T) {
-	t.Parallel()
-	ctx := testkit.DetachedContext(t, 30*time.Second)
-	spec := defaultSpec()
-	out := buildOutput(t, generate(spec), spec.partitions)
-	other := defaultSpec()
-	other.seed = 2
-	other.partitions = map[int]pipeline.OffsetRange{0: {First: 140, Last: 159}}
-	otherOut := buildOutput(t, generate(other), other.partitions)
-
-	rootA := t.TempDir()
-	a := newTestSink(t, rootA, Options{})
-	if err := a.Write(ctx, out); err != nil {
-		t.Fatal(err)
-	}
-	first := listFiles(t, rootA)
-	if len(first) == 0 {
-		t.Fatal("no files written")
-	}
-	// A different batch in between must leave no state behind in the sink.
-	if err := a.Write(ctx, otherOut); err != nil {
-		t.Fatal(err)
-	}
-	afterOther := listFiles(t, rootA)
-	if err := a.Write(ctx, out); err != nil {
-		t.Fatal(err)
-	}
-	if again := listFiles(t, rootA); !sameFiles(again, afterOther) {
-		t.Fatalf("replay changed the file set or content: %s", diffFiles(again, afterOther))
-	}
-
-	rootB := t.TempDir()
-	b := newTestSink(t, rootB, Options{})
-	if err := b.Write(ctx, out); err != nil {
-		t.Fatal(err)
-	}
-	if fresh := listFiles(t, rootB); !sameFiles(fresh, first) {
-		t.Fatalf("another sink wrote other files: %s", diffFiles(fresh, first))
 	}
 }
 
@@ -269,42 +229,24 @@ func diffFiles(a, b map[string][]byte) string {
 	return strings.Join(d, "; ")
 }
 
-func TestNamedBatch(t *testing.T) {
+func TestBatchWithoutPositionsRefused(t *testing.T) {
 	t.Parallel()
 	ctx := testkit.DetachedContext(t, 30*time.Second)
 	spec := defaultSpec()
-	changes := generate(spec)
-	out := buildOutput(t, changes, nil)
 	root := t.TempDir()
 	s := newTestSink(t, root, Options{})
-
-	if err := s.Write(ctx, out); err == nil || !strings.Contains(err.Error(), "WriteNamed") {
-		t.Fatalf("Write without positions: %v, want an error pointing to WriteNamed", err)
-	}
-	if files := listFiles(t, root); len(files) != 0 {
-		t.Fatalf("a refused batch wrote %d files", len(files))
+	err := s.Write(ctx, buildOutput(t, generate(spec), nil))
+	if !errors.Is(err, ErrInvalidBatch) || !strings.Contains(err.Error(), "no source positions") {
+		t.Fatalf("Write without positions: %v, want ErrInvalidBatch", err)
 	}
 	if err := s.Healthy(); err != nil {
 		t.Errorf("Healthy after a refused batch: %v, want nil (the disk is fine)", err)
 	}
-	for _, bad := range []string{"../x", "a/b", ".hidden", "x y", strings.Repeat("a", 129)} {
-		if err := s.WriteNamed(ctx, out, bad); err == nil {
-			t.Errorf("WriteNamed(%q) accepted", bad)
-		}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
 	}
-	if err := s.WriteNamed(ctx, out, "backfill-2024.chunk-0007"); err != nil {
-		t.Fatalf("WriteNamed: %v", err)
-	}
-	want := expectedChanges(changes, nil, "backfill-2024.chunk-0007")
-	files := listFiles(t, root)
-	if len(files) != 2*len(want) {
-		t.Fatalf("%d files, want %d", len(files), 2*len(want))
-	}
-	for rel, rows := range want {
-		got := readChanges(t, openArrow(t, filepath.Join(root, "changes", rel)))
-		if !reflect.DeepEqual(got, rows) {
-			t.Errorf("changes/%s differs from what was written", rel)
-		}
+	if files := listFiles(t, root); len(files) != 0 {
+		t.Fatalf("a refused batch wrote %d files", len(files))
 	}
 }
 
@@ -416,6 +358,7 @@ func TestEscapePartitionValue(t *testing.T) {
 		"tab\there":    "tab%09here",
 		"":             "__HIVE_DEFAULT_PARTITION__",
 		"ünïcode-ok_1": "ünïcode-ok_1",
+		"a~b":          "a%7Eb",
 	} {
 		if got := escapePartitionValue(in); got != want {
 			t.Errorf("escapePartitionValue(%q) = %q, want %q", in, got, want)
@@ -441,11 +384,11 @@ func TestDayOf(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
-	err := Config{Root: " ", DictionaryMaxBytes: -1, MaxRowsPerRowGroup: -1}.Validate()
+	err := Config{Root: " ", DictionaryMaxBytes: -1, MaxRowsPerRowGroup: -1, RollRows: -1, RollInterval: -1}.Validate()
 	if err == nil {
 		t.Fatal("Validate accepted a bad configuration")
 	}
-	for _, field := range []string{"root:", "dictionary_max_bytes:", "max_rows_per_row_group:"} {
+	for _, field := range []string{"root:", "dictionary_max_bytes:", "max_rows_per_row_group:", "roll_rows:", "roll_interval:"} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("Validate error %q does not name %s", err, field)
 		}
@@ -479,7 +422,10 @@ func TestDictionaryCap(t *testing.T) {
 	if err := s.Write(ctx, buildOutput(t, changes, spec.partitions)); err != nil {
 		t.Fatal(err)
 	}
-	want := expectedChanges(changes, spec.partitions, "")
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := expectedChanges(changes, spec.partitions)
 	if len(want) != 1 {
 		t.Fatalf("%d files expected, want 1", len(want))
 	}

@@ -3,21 +3,20 @@ package parquet
 import (
 	"cmp"
 	"fmt"
-	"math"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 
-	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
-// changeRow is one row of a changes/ file: every column of
-// schemas.ChangesSchema. The struct tags are the file schema; parquet-go maps
-// a slice of them to columns without per-row reflection.
+// changeRow is one row of a changes/ file (and of a staged batch): every
+// column of schemas.ChangesSchema. The struct tags are the file schema;
+// parquet-go maps a slice of them to columns without per-row reflection.
+// The types are the ones every reader maps without a cast (Spark and Athena
+// have no unsigned integers): BOOLEAN, INT32, INT64, TIMESTAMP(MICROS, UTC).
 type changeRow struct {
 	Workspace  string `parquet:"workspace,dict"`
 	Partner    string `parquet:"partner,dict"`
@@ -25,10 +24,10 @@ type changeRow struct {
 	UserID     string `parquet:"user_id,dict"`
 	IDKind     string `parquet:"id_kind,dict"`
 	IDValue    string `parquet:"id_value,dict"`
-	IsMember   uint8  `parquet:"is_member"`
-	Version    uint64 `parquet:"version"`
+	IsMember   bool   `parquet:"is_member"`
+	Version    int64  `parquet:"version"`
 	RecordID   string `parquet:"record_id,dict"`
-	Position   uint32 `parquet:"position"`
+	Position   int32  `parquet:"position"`
 	EventTime  int64  `parquet:"event_time,timestamp(microsecond:utc)"`
 	ReceivedAt int64  `parquet:"received_at,timestamp(microsecond:utc)"`
 	Partition  int32  `parquet:"partition"`
@@ -36,18 +35,29 @@ type changeRow struct {
 }
 
 // dataPointRow is one row of a datapoints/ file: one accepted assignment,
-// which is one billable data point (docs/ARCHITECTURE.md, Import rules). (record_id, position) is
-// its identity across replays.
+// which is one billable data point (docs/ARCHITECTURE.md, Import rules).
+// (record_id, position) is its identity across replays; day is the UTC
+// landing day (received_at), the billing day the API counts by.
 type dataPointRow struct {
-	Workspace string `parquet:"workspace,dict"`
-	Partner   string `parquet:"partner,dict"`
-	CohortID  string `parquet:"cohort_id,dict"`
-	Day       int32  `parquet:"day,date"`
-	RecordID  string `parquet:"record_id,dict"`
-	Position  uint32 `parquet:"position"`
-	IsMember  uint8  `parquet:"is_member"`
-	UserID    string `parquet:"user_id,dict"`
-	EventTime int64  `parquet:"event_time,timestamp(microsecond:utc)"`
+	Workspace  string `parquet:"workspace,dict"`
+	Partner    string `parquet:"partner,dict"`
+	CohortID   string `parquet:"cohort_id,dict"`
+	Day        int32  `parquet:"day,date"`
+	RecordID   string `parquet:"record_id,dict"`
+	Position   int32  `parquet:"position"`
+	IsMember   bool   `parquet:"is_member"`
+	UserID     string `parquet:"user_id,dict"`
+	EventTime  int64  `parquet:"event_time,timestamp(microsecond:utc)"`
+	ReceivedAt int64  `parquet:"received_at,timestamp(microsecond:utc)"`
+}
+
+// dataPointOf is the data point a change counts as.
+func dataPointOf(c *changeRow) dataPointRow {
+	return dataPointRow{
+		Workspace: c.Workspace, Partner: c.Partner, CohortID: c.CohortID,
+		Day: dayOf(arrow.Timestamp(c.ReceivedAt)), RecordID: c.RecordID, Position: c.Position,
+		IsMember: c.IsMember, UserID: c.UserID, EventTime: c.EventTime, ReceivedAt: c.ReceivedAt,
+	}
 }
 
 // changeCols are the typed columns of a ChangesSchema batch.
@@ -112,184 +122,42 @@ func dateString(day int32) string {
 	return time.Unix(int64(day)*86400, 0).UTC().Format(time.DateOnly)
 }
 
-// fileKey says which file a row goes to. Partition is -1 for a named batch,
-// whose file covers every partition.
-type fileKey struct {
-	workspace string
-	day       int32
-	partition int32
-}
-
-func (k fileKey) compare(o fileKey) int {
-	return cmp.Or(cmp.Compare(k.workspace, o.workspace), cmp.Compare(k.day, o.day), cmp.Compare(k.partition, o.partition))
-}
-
-// fileGroup is the rows of one file, as indexes into the batch, in file order.
-type fileGroup struct {
-	key  fileKey
-	rows []int32
-}
-
-// groupRows splits the batch into files and sorts each file's rows by
-// (partner, cohort_id, user_id, version), so that the row-group and page
-// statistics of those columns prune well. With positions (named == false)
-// every row must lie in the batch's range of its partition: a row outside
-// would end up in a file whose name claims other offsets.
-func groupRows(c changeCols, n int, positions map[int]pipeline.OffsetRange, named bool) ([]fileGroup, error) {
-	if n > math.MaxInt32 {
-		return nil, fmt.Errorf("batch of %d rows: at most %d", n, math.MaxInt32)
-	}
-	idx := map[fileKey]int{}
-	var groups []fileGroup
-	var last fileKey
-	cur := 0
-	for i := range n {
-		k := fileKey{workspace: c.workspace.Value(i), day: dayOf(c.eventTime[i]), partition: -1}
-		if !named {
-			p, off := c.partition[i], c.offset[i]
-			r, ok := positions[int(p)]
-			if !ok {
-				return nil, fmt.Errorf("row %d: partition %d is not in the batch positions", i, p)
-			}
-			if off < r.First || off > r.Last {
-				return nil, fmt.Errorf("row %d: offset %d of partition %d is outside the batch range %d..%d", i, off, p, r.First, r.Last)
-			}
-			k.partition = p
-		}
-		// Neighbouring rows mostly share a file: skip the map for them.
-		if i == 0 || k != last {
-			g, ok := idx[k]
-			if !ok {
-				g = len(groups)
-				idx[k] = g
-				groups = append(groups, fileGroup{key: k})
-			}
-			cur, last = g, k
-		}
-		groups[cur].rows = append(groups[cur].rows, int32(i))
-	}
-	slices.SortFunc(groups, func(a, b fileGroup) int { return a.key.compare(b.key) })
-	for _, g := range groups {
-		sortRows(c, g.rows)
-	}
-	return groups, nil
-}
-
-// sortKey is a row's sort key, gathered once so that the sort's comparisons
-// read one slice instead of four Arrow columns at random places.
-type sortKey struct {
-	// pc ranks the row's (partner, cohort_id) among those of the file:
-	// one integer comparison for the two leading columns.
-	pc      uint32
-	row     int32
-	version uint64
-	user    string
-}
-
-// sortRows orders rows by (partner, cohort_id, user_id, version).
-func sortRows(c changeCols, rows []int32) {
-	type pair struct{ partner, cohort string }
-	ranks := map[pair]uint32{}
-	var last pair
-	var lastRank uint32
-	keys := make([]sortKey, len(rows))
-	for k, r := range rows {
-		i := int(r)
-		p := pair{c.partner.Value(i), c.cohortID.Value(i)}
-		if k == 0 || p != last {
-			rank, ok := ranks[p]
-			if !ok {
-				rank = uint32(len(ranks))
-				ranks[p] = rank
-			}
-			last, lastRank = p, rank
-		}
-		keys[k] = sortKey{pc: lastRank, row: r, version: c.version[i], user: c.userID.Value(i)}
-	}
-	// Ranks were handed out in order of appearance; renumber them in
-	// (partner, cohort_id) order.
-	pairs := make([]pair, len(ranks))
-	for p, rank := range ranks {
-		pairs[rank] = p
-	}
-	order := make([]uint32, len(pairs))
-	for i := range order {
-		order[i] = uint32(i)
-	}
-	slices.SortFunc(order, func(a, b uint32) int {
-		if d := strings.Compare(pairs[a].partner, pairs[b].partner); d != 0 {
-			return d
-		}
-		return strings.Compare(pairs[a].cohort, pairs[b].cohort)
-	})
-	renumber := make([]uint32, len(pairs))
-	for sorted, old := range order {
-		renumber[old] = uint32(sorted)
-	}
-	for k := range keys {
-		keys[k].pc = renumber[keys[k].pc]
-	}
-	slices.SortFunc(keys, func(a, b sortKey) int {
-		if a.pc != b.pc {
-			return cmp.Compare(a.pc, b.pc)
-		}
-		if d := strings.Compare(a.user, b.user); d != 0 {
-			return d
-		}
-		if d := cmp.Compare(a.version, b.version); d != 0 {
-			return d
-		}
-		// Equal versions only come from a malformed batch; the original
-		// order keeps the file the same on a replay.
-		return cmp.Compare(a.row, b.row)
-	})
-	for k := range keys {
-		rows[k] = keys[k].row
+// rowOf is row i of the batch as a changes/ row. The strings point into the
+// Arrow buffers: copy what must outlive the batch.
+func rowOf(c *changeCols, i int) changeRow {
+	return changeRow{
+		Workspace:  c.workspace.Value(i),
+		Partner:    c.partner.Value(i),
+		CohortID:   c.cohortID.Value(i),
+		UserID:     c.userID.Value(i),
+		IDKind:     c.idKind.Value(i),
+		IDValue:    c.idValue.Value(i),
+		IsMember:   c.isMember[i] != 0,
+		Version:    int64(c.version[i]),
+		RecordID:   c.recordID.Value(i),
+		Position:   int32(c.position[i]),
+		EventTime:  int64(c.eventTime[i]),
+		ReceivedAt: int64(c.receivedAt[i]),
+		Partition:  c.partition[i],
+		Offset:     c.offset[i],
 	}
 }
 
-// changeRows fills dst with the rows of g, reusing its capacity. The strings
-// point into the Arrow buffers, which outlive the write.
-func changeRows(dst []changeRow, c changeCols, rows []int32) []changeRow {
-	dst = slices.Grow(dst[:0], len(rows))[:len(rows)]
-	for k, r := range rows {
-		i := int(r)
-		dst[k] = changeRow{
-			Workspace:  c.workspace.Value(i),
-			Partner:    c.partner.Value(i),
-			CohortID:   c.cohortID.Value(i),
-			UserID:     c.userID.Value(i),
-			IDKind:     c.idKind.Value(i),
-			IDValue:    c.idValue.Value(i),
-			IsMember:   c.isMember[i],
-			Version:    c.version[i],
-			RecordID:   c.recordID.Value(i),
-			Position:   c.position[i],
-			EventTime:  int64(c.eventTime[i]),
-			ReceivedAt: int64(c.receivedAt[i]),
-			Partition:  c.partition[i],
-			Offset:     c.offset[i],
-		}
-	}
-	return dst
+// compareChanges is the order of the rows of a changes/ file: (partner,
+// cohort_id, user_id, version), so that the row-group and page statistics of
+// those columns prune well; ties (only a malformed batch has them) fall back
+// to the landing position, which keeps a rewrite byte-identical.
+func compareChanges(a, b *changeRow) int {
+	return cmp.Or(strings.Compare(a.Partner, b.Partner), strings.Compare(a.CohortID, b.CohortID),
+		strings.Compare(a.UserID, b.UserID), cmp.Compare(a.Version, b.Version),
+		cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset), cmp.Compare(a.Position, b.Position))
 }
 
-// dataPointRows fills dst with the data points of g, reusing its capacity.
-func dataPointRows(dst []dataPointRow, c changeCols, rows []int32) []dataPointRow {
-	dst = slices.Grow(dst[:0], len(rows))[:len(rows)]
-	for k, r := range rows {
-		i := int(r)
-		dst[k] = dataPointRow{
-			Workspace: c.workspace.Value(i),
-			Partner:   c.partner.Value(i),
-			CohortID:  c.cohortID.Value(i),
-			Day:       dayOf(c.eventTime[i]),
-			RecordID:  c.recordID.Value(i),
-			Position:  c.position[i],
-			IsMember:  c.isMember[i],
-			UserID:    c.userID.Value(i),
-			EventTime: int64(c.eventTime[i]),
-		}
-	}
-	return dst
+// compareDataPoints orders a datapoints/ file by (partner, cohort_id,
+// record_id, position): the key, and the columns the billing queries group by.
+func compareDataPoints(a, b *dataPointRow) int {
+	return cmp.Or(strings.Compare(a.Partner, b.Partner), strings.Compare(a.CohortID, b.CohortID),
+		strings.Compare(a.RecordID, b.RecordID), cmp.Compare(a.Position, b.Position))
 }
+
+func arrowTimestamp(us int64) arrow.Timestamp { return arrow.Timestamp(us) }

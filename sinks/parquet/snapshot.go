@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,11 +18,11 @@ import (
 
 // tableSnapshots is the folder of the member lists:
 //
-//	<root>/snapshots/workspace=W/partner=P/cohort=C/version=V.parquet
+//	<root>/snapshots/workspace=W/partner=P/cohort_id=C/version=V.parquet
 //
 // V is the highest change version the list reflects, so a snapshot of an
 // unchanged cohort has the name of the one before it and is not written
-// again, and a rewrite of the same version holds the same rows.
+// again, and a rewrite of the same version holds the same members.
 const tableSnapshots = "snapshots"
 
 // CohortKey names one cohort.
@@ -30,12 +31,15 @@ type CohortKey struct{ Workspace, Partner, CohortID string }
 func (k CohortKey) String() string { return k.Workspace + "/" + k.Partner + "/" + k.CohortID }
 
 // snapshotRow is one member of a snapshot file.
+// SnapshotAt is when the list was read from the state of record: the
+// membership it shows is the one "as of" that time.
 type snapshotRow struct {
-	Workspace string `parquet:"workspace,dict"`
-	Partner   string `parquet:"partner,dict"`
-	CohortID  string `parquet:"cohort_id,dict"`
-	UserID    string `parquet:"user_id"`
-	Version   uint64 `parquet:"version"`
+	Workspace  string `parquet:"workspace,dict"`
+	Partner    string `parquet:"partner,dict"`
+	CohortID   string `parquet:"cohort_id,dict"`
+	UserID     string `parquet:"user_id"`
+	Version    int64  `parquet:"version"`
+	SnapshotAt int64  `parquet:"snapshot_at,timestamp(microsecond:utc)"`
 }
 
 // snapshotChunk is how many members are buffered before they go to the
@@ -46,6 +50,8 @@ const snapshotChunk = 64 << 10
 type SnapshotFile struct {
 	Cohort  CohortKey
 	Version uint64
+	// Path is the file's path under the sink's root (never the server's
+	// absolute path, which API answers must not show).
 	Path    string
 	Members int64
 	Bytes   int64
@@ -56,7 +62,16 @@ func (s *Sink) SnapshotDir(k CohortKey) string {
 	return filepath.Join(s.cfg.Root, tableSnapshots,
 		"workspace="+escapePartitionValue(k.Workspace),
 		"partner="+escapePartitionValue(k.Partner),
-		"cohort="+escapePartitionValue(k.CohortID))
+		"cohort_id="+escapePartitionValue(k.CohortID))
+}
+
+// SnapshotPath is the path of k's snapshot at version under the root.
+func (s *Sink) SnapshotPath(k CohortKey, version uint64) string {
+	rel, err := filepath.Rel(s.cfg.Root, filepath.Join(s.SnapshotDir(k), snapshotName(version)))
+	if err != nil {
+		return filepath.Join(s.SnapshotDir(k), snapshotName(version))
+	}
+	return filepath.ToSlash(rel)
 }
 
 func snapshotName(version uint64) string { return fmt.Sprintf("version=%d.parquet", version) }
@@ -66,6 +81,10 @@ func snapshotName(version uint64) string { return fmt.Sprintf("version=%d.parque
 // the newest cfg.SnapshotsKept snapshots of k. It does not take the batch
 // lock: a large cohort must not hold up the stream's writes.
 func (s *Sink) WriteSnapshot(ctx context.Context, k CohortKey, version uint64, members func(yield func(userID string) error) error) (SnapshotFile, error) {
+	if version > math.MaxInt64 {
+		return SnapshotFile{}, fmt.Errorf("parquet sink: snapshot of %s: version %d does not fit INT64", k, version)
+	}
+	at := s.now().UnixMicro()
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -74,7 +93,7 @@ func (s *Sink) WriteSnapshot(ctx context.Context, k CohortKey, version uint64, m
 	}
 	dir := s.SnapshotDir(k)
 	name := snapshotName(version)
-	out := SnapshotFile{Cohort: k, Version: version, Path: filepath.Join(dir, name)}
+	out := SnapshotFile{Cohort: k, Version: version, Path: s.SnapshotPath(k, version)}
 	n, err := s.writeParquet(ctx, dir, name, func(w io.Writer) error {
 		pw := pq.NewGenericWriter[snapshotRow](w, s.snapshots.opts...)
 		buf := make([]snapshotRow, 0, snapshotChunk)
@@ -92,7 +111,7 @@ func (s *Sink) WriteSnapshot(ctx context.Context, k CohortKey, version uint64, m
 				return fmt.Errorf("members out of order: %q after %q", user, last)
 			}
 			last = user
-			buf = append(buf, snapshotRow{Workspace: k.Workspace, Partner: k.Partner, CohortID: k.CohortID, UserID: user, Version: version})
+			buf = append(buf, snapshotRow{Workspace: k.Workspace, Partner: k.Partner, CohortID: k.CohortID, UserID: user, Version: int64(version), SnapshotAt: at})
 			out.Members++
 			if len(buf) == cap(buf) {
 				return flush()
@@ -167,37 +186,18 @@ func snapshotVersions(dir string) ([]uint64, error) {
 	return out, nil
 }
 
-// LatestSnapshots returns the newest snapshot version of every cohort that
-// has one, read from the folder names, so a restart knows what is written.
-func (s *Sink) LatestSnapshots() (map[CohortKey]uint64, error) {
-	out := map[CohortKey]uint64{}
-	root := filepath.Join(s.cfg.Root, tableSnapshots)
-	wsDirs, err := partitionDirs(root, "workspace")
+// LatestSnapshot returns the newest snapshot version of k on disk, read
+// from the file names, so a restart knows what is written; ok is false when
+// k has none.
+func (s *Sink) LatestSnapshot(k CohortKey) (version uint64, ok bool, err error) {
+	versions, err := snapshotVersions(s.SnapshotDir(k))
 	if err != nil {
-		return nil, err
+		return 0, false, fmt.Errorf("parquet sink: list snapshots of %s: %w", k, err)
 	}
-	for _, ws := range wsDirs {
-		partners, err := partitionDirs(ws.path, "partner")
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range partners {
-			cohorts, err := partitionDirs(p.path, "cohort")
-			if err != nil {
-				return nil, err
-			}
-			for _, c := range cohorts {
-				versions, err := snapshotVersions(c.path)
-				if err != nil {
-					return nil, fmt.Errorf("parquet sink: list %s: %w", c.path, err)
-				}
-				if len(versions) > 0 {
-					out[CohortKey{ws.value, p.value, c.value}] = versions[len(versions)-1]
-				}
-			}
-		}
+	if len(versions) == 0 {
+		return 0, false, nil
 	}
-	return out, nil
+	return versions[len(versions)-1], true, nil
 }
 
 type partitionDir struct{ path, value string }

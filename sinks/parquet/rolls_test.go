@@ -1,0 +1,315 @@
+package parquet
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/cohortsync/cohortsync/internal/testkit"
+	"github.com/cohortsync/cohortsync/pipeline"
+	"github.com/cohortsync/cohortsync/schemas"
+)
+
+// treeRows reads every row of one tree with Arrow and returns how often each
+// (record_id, position) appears, and the data points per landing day.
+func treeRows(t *testing.T, root, table string) (map[string]int, map[string]int) {
+	t.Helper()
+	keys, days := map[string]int{}, map[string]int{}
+	for rel := range listFiles(t, root) {
+		if !slicesHasPrefix(rel, table+"/") {
+			continue
+		}
+		f := openArrow(t, filepath.Join(root, rel))
+		switch table {
+		case tableChanges:
+			for _, c := range readChanges(t, f) {
+				keys[fmt.Sprintf("%s/%d", c.RecordID, c.Position)]++
+			}
+		case tableDataPoints:
+			for _, d := range readDataPoints(t, f) {
+				keys[fmt.Sprintf("%s/%d", d.RecordID, d.Position)]++
+				days[d.Workspace+" "+d.Day]++
+			}
+		}
+	}
+	return keys, days
+}
+
+func slicesHasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
+
+// relanded is changes landed again at offsets shift later (a re-run
+// backfill): same record ids, positions and times, new offsets and versions.
+func relanded(changes []schemas.ResolvedChange, shift int64) []schemas.ResolvedChange {
+	out := slices.Clone(changes)
+	for i := range out {
+		out[i].Offset += shift
+		out[i].Version = schemas.Version(out[i].Offset, int(out[i].Position))
+	}
+	return out
+}
+
+// between is the changes of partition p with offsets in first..last, and
+// the positions of such a batch.
+func between(changes []schemas.ResolvedChange, p int32, first, last int64) ([]schemas.ResolvedChange, map[int]pipeline.OffsetRange) {
+	var out []schemas.ResolvedChange
+	for _, c := range changes {
+		if c.Partition == p && c.Offset >= first && c.Offset <= last {
+			out = append(out, c)
+		}
+	}
+	return out, map[int]pipeline.OffsetRange{int(p): {First: first, Last: last}}
+}
+
+// TestEachRowOnceAcrossReplays: redelivery of the same batch, a redelivery
+// cut at other offsets, a record landed again at new offsets (before and
+// after its first copy was rolled, through a reopened sink and through a
+// second sink on the same tree) all leave each (record_id, position)
+// exactly once in changes/ and in datapoints/, and the data points per
+// day equal the changes of the first landing.
+func TestEachRowOnceAcrossReplays(t *testing.T) {
+	t.Parallel()
+	ctx := testkit.DetachedContext(t, 60*time.Second)
+	spec := defaultSpec()
+	changes := generate(spec)
+	root := t.TempDir()
+
+	s, err := New(Config{Root: root}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(s *Sink, c []schemas.ResolvedChange, pos map[int]pipeline.OffsetRange) {
+		t.Helper()
+		if err := s.Write(ctx, buildOutput(t, c, pos)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(s, changes, spec.partitions)
+	write(s, changes, spec.partitions) // redelivered as it was
+	// Redelivered cut at other offsets: overlapping halves of partition 0.
+	a, pa := between(changes, 0, 100, 125)
+	b, pb := between(changes, 0, 110, 139)
+	write(s, a, pa)
+	write(s, b, pb)
+	// Landed again while the first copy is still staged.
+	again := relanded(changes, 1000)
+	pAgain := map[int]pipeline.OffsetRange{0: {First: 1100, Last: 1139}, 3: {First: 1007, Last: 1031}}
+	write(s, again, pAgain)
+	if got := testutil.ToFloat64(s.m.skipped.WithLabelValues(skipAlreadyWritten)); got != float64(len(changes)) {
+		t.Errorf("rows_skipped_total{already_written} = %v, want %d", got, len(changes))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reopened: the index comes from the trees now.
+	s2 := newTestSink(t, root, Options{})
+	write(s2, relanded(changes, 5000), map[int]pipeline.OffsetRange{0: {First: 5100, Last: 5139}, 3: {First: 5007, Last: 5031}})
+	// A second sink on the same tree (an instance the partition moved to)
+	// sees what the first staged: redelivery by offset is skipped.
+	more := defaultSpec()
+	more.seed = 9
+	more.partitions = map[int]pipeline.OffsetRange{0: {First: 6000, Last: 6009}}
+	moreChanges := generate(more)
+	write(s2, moreChanges, more.partitions)
+	s3 := newTestSink(t, root, Options{})
+	write(s3, moreChanges, more.partitions)
+	if got := testutil.ToFloat64(s3.m.skipped.WithLabelValues(skipRedelivered)); got != float64(len(moreChanges)) {
+		t.Errorf("second sink: rows_skipped_total{redelivered} = %v, want %d", got, len(moreChanges))
+	}
+	if err := s2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s3.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	all := append(slices.Clone(changes), moreChanges...)
+	wantDays := map[string]int{}
+	for _, c := range all {
+		wantDays[c.Workspace+" "+c.ReceivedAt.UTC().Format(time.DateOnly)]++
+	}
+	for _, table := range []string{tableChanges, tableDataPoints} {
+		keys, days := treeRows(t, root, table)
+		if len(keys) != len(all) {
+			t.Errorf("%s: %d distinct (record_id, position), want %d", table, len(keys), len(all))
+		}
+		for k, n := range keys {
+			if n != 1 {
+				t.Errorf("%s: %s appears %d times", table, k, n)
+			}
+		}
+		if table == tableDataPoints && !maps.Equal(days, wantDays) {
+			t.Errorf("data points per day %v, want %v", days, wantDays)
+		}
+	}
+}
+
+// TestRollBySizeAndTime: a roll happens once RollRows rows are staged, and
+// after RollInterval for a slow stream, without Flush or Close.
+func TestRollBySizeAndTime(t *testing.T) {
+	t.Parallel()
+	ctx := testkit.DetachedContext(t, 60*time.Second)
+	spec := smallSpec()
+	changes := generate(spec)
+
+	t.Run("size", func(t *testing.T) {
+		t.Parallel()
+		root := t.TempDir()
+		s, err := New(Config{Root: root, RollRows: len(changes), RollInterval: time.Hour}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		first, pos := between(changes, 0, 100, 109)
+		if err := s.Write(ctx, buildOutput(t, first, pos)); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(listFiles(t, root)); n != 0 {
+			t.Fatalf("%d files before RollRows rows were staged", n)
+		}
+		if err := s.Write(ctx, buildOutput(t, changes, spec.partitions)); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(listFiles(t, root)); n == 0 {
+			t.Fatal("no files once RollRows rows were staged")
+		}
+		keys, _ := treeRows(t, root, tableDataPoints)
+		if len(keys) != len(changes) {
+			t.Errorf("%d rows in datapoints/, want %d", len(keys), len(changes))
+		}
+	})
+	t.Run("time", func(t *testing.T) {
+		t.Parallel()
+		root := t.TempDir()
+		var now atomic.Int64
+		now.Store(time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC).UnixNano())
+		clock := func() time.Time { return time.Unix(0, now.Load()) }
+		s, err := New(Config{Root: root, RollInterval: time.Second}, Options{Now: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		if err := s.Write(ctx, buildOutput(t, changes, spec.partitions)); err != nil {
+			t.Fatal(err)
+		}
+		// The timer ticks every 100 ms of real time; on the test's clock
+		// the rows are not due yet.
+		time.Sleep(300 * time.Millisecond)
+		if n := len(listFiles(t, root)); n != 0 {
+			t.Fatalf("%d files before RollInterval passed", n)
+		}
+		now.Add(int64(2 * time.Second))
+		deadline := time.Now().Add(20 * time.Second)
+		for len(listFiles(t, root)) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no roll within 20 s of RollInterval passing")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		s.mu.Lock()
+		staged := s.stagedRows
+		s.mu.Unlock()
+		if staged != 0 {
+			t.Errorf("%d rows still staged after the timed roll", staged)
+		}
+	})
+}
+
+// failRenames fails every rename into the trees after the first n.
+type failRenames struct {
+	FS
+	mu sync.Mutex
+	n  int
+}
+
+func (f *failRenames) Rename(oldpath, newpath string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !slicesHasPrefix(filepath.Base(newpath), "part-") {
+		return f.FS.Rename(oldpath, newpath)
+	}
+	if f.n == 0 {
+		return fmt.Errorf("rename: %w", syscall.EIO)
+	}
+	f.n--
+	return f.FS.Rename(oldpath, newpath)
+}
+
+// TestInterruptedRollResumes: a roll that stops after some of its files
+// are in the trees is finished by the next sink that opens the tree, with
+// the same names and bytes as an uninterrupted roll, and batches staged
+// in between do not join it.
+func TestInterruptedRollResumes(t *testing.T) {
+	t.Parallel()
+	ctx := testkit.DetachedContext(t, 60*time.Second)
+	spec := defaultSpec()
+	changes := generate(spec)
+
+	refRoot := t.TempDir()
+	ref := newTestSink(t, refRoot, Options{})
+	if err := writeAndRoll(ctx, ref, buildOutput(t, changes, spec.partitions)); err != nil {
+		t.Fatal(err)
+	}
+	want := listFiles(t, refRoot)
+
+	root := t.TempDir()
+	ffs := &failRenames{FS: OSFS(), n: 2}
+	s, err := New(Config{Root: root}, Options{FS: ffs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAndRoll(ctx, s, buildOutput(t, changes, spec.partitions)); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("roll: %v, want EIO", err)
+	}
+	if got := len(listFiles(t, root)); got != 2 {
+		t.Fatalf("%d files in the trees after the interrupted roll, want 2", got)
+	}
+	// Close tries the roll again and fails again: the rows stay staged.
+	if err := s.Close(); err == nil {
+		t.Fatal("Close: nil, want the roll's error")
+	}
+
+	s2 := newTestSink(t, root, Options{})
+	later := defaultSpec()
+	later.seed = 5
+	later.partitions = map[int]pipeline.OffsetRange{0: {First: 140, Last: 149}}
+	if err := s2.Write(ctx, buildOutput(t, generate(later), later.partitions)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := listFiles(t, root)
+	for rel, b := range got {
+		if strings.Contains(rel, "-o000000000140-") {
+			delete(got, rel) // the later batch's own roll
+			continue
+		}
+		if _, ok := want[rel]; !ok {
+			t.Errorf("unexpected file %s (%d bytes)", rel, len(b))
+		}
+	}
+	if !sameFiles(got, want) {
+		t.Fatalf("resumed roll: %s", diffFiles(got, want))
+	}
+	entries, err := os.ReadDir(filepath.Join(root, stagingDir, "p0000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != rolledName {
+			t.Errorf("staging area still holds %s", e.Name())
+		}
+	}
+}

@@ -1,0 +1,220 @@
+package parquet
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	pq "github.com/parquet-go/parquet-go"
+)
+
+// seenKey names one day of one workspace's data points: the unit in which
+// the sink remembers which (record_id, position) pairs its trees hold. A
+// record keeps its received_at through every replay (it is part of the
+// landed envelope, and file and Mixpanel backfills derive it from their
+// input), so a re-landed record always falls on the day of its first copy.
+type seenKey struct {
+	workspace string
+	day       int32
+}
+
+// seenDay is the (record_id, position) pairs of one seenKey: a bit set of
+// positions per record id. Records hold up to a few thousand ids, numbered
+// from 0, so a record costs its id plus one bit per position.
+type seenDay struct {
+	// loaded says the day's datapoints/ files have been read in; before,
+	// recs holds only what was staged since the sink opened.
+	loaded bool
+	recs   map[string][]uint64
+	// used is the roll count when the day was last consulted, for eviction.
+	used uint64
+}
+
+func (d *seenDay) has(record string, pos int32) bool {
+	bits := d.recs[record]
+	w := int(pos) >> 6
+	return pos >= 0 && w < len(bits) && bits[w]&(1<<(uint(pos)&63)) != 0
+}
+
+func (d *seenDay) add(record string, pos int32) {
+	if pos < 0 {
+		return
+	}
+	bits, ok := d.recs[record]
+	if !ok {
+		// The key must not point into an Arrow buffer or a row slice
+		// that is reused.
+		record = strings.Clone(record)
+	}
+	w := int(pos) >> 6
+	if w >= len(bits) {
+		bits = slices.Grow(bits, w+1-len(bits))[:w+1]
+	}
+	bits[w] |= 1 << (uint(pos) & 63)
+	d.recs[record] = bits
+}
+
+// seenIndex is the sink's memory of what its trees hold, by day. A day is
+// read from its datapoints/ folder the first time a batch touches it; what
+// the sink stages afterwards is added as soon as it is durable.
+type seenIndex struct {
+	root string
+	days map[seenKey]*seenDay
+}
+
+func newSeenIndex(root string) *seenIndex {
+	return &seenIndex{root: root, days: map[seenKey]*seenDay{}}
+}
+
+// day returns k's entry, reading the day's files in first.
+func (x *seenIndex) day(k seenKey, rolls uint64) (*seenDay, error) {
+	d := x.days[k]
+	if d == nil {
+		d = &seenDay{recs: map[string][]uint64{}}
+		x.days[k] = d
+	}
+	d.used = rolls
+	if !d.loaded {
+		dir := filepath.Join(x.root, tableDataPoints, "workspace="+escapePartitionValue(k.workspace), "date="+dateString(k.day))
+		if err := readKeys(dir, d.add); err != nil {
+			return nil, err
+		}
+		d.loaded = true
+	}
+	return d, nil
+}
+
+// pending returns k's entry without reading its files: for rows found in
+// the staging area at start, which must be remembered before any day is read.
+func (x *seenIndex) pending(k seenKey) *seenDay {
+	d := x.days[k]
+	if d == nil {
+		d = &seenDay{recs: map[string][]uint64{}}
+		x.days[k] = d
+	}
+	return d
+}
+
+// evict forgets the days not consulted since roll count before, keeping at
+// least keep of the most recent. Only safe when nothing is staged: a staged
+// row is remembered nowhere but here until its file is rolled.
+func (x *seenIndex) evict(keep int) {
+	if len(x.days) <= keep {
+		return
+	}
+	type kv struct {
+		k    seenKey
+		used uint64
+	}
+	all := make([]kv, 0, len(x.days))
+	for k, d := range x.days {
+		all = append(all, kv{k, d.used})
+	}
+	slices.SortFunc(all, func(a, b kv) int { return -compareUint(a.used, b.used) })
+	for _, e := range all[keep:] {
+		delete(x.days, e.k)
+	}
+}
+
+func compareUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// readKeys calls add with the (record_id, position) of every row of the
+// .parquet files in dir, of any format version (position was UINT_32 in
+// format 1 and is INT32 now: both are INT32 physically).
+func readKeys(dir string, add func(record string, pos int32)) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".parquet") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if err := readFileKeys(filepath.Join(dir, e.Name()), add); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readFileKeys(path string, add func(record string, pos int32)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	pf, err := pq.OpenFile(f, info.Size())
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	rc, ok := pf.Schema().Lookup("record_id")
+	pc, ok2 := pf.Schema().Lookup("position")
+	if !ok || !ok2 {
+		return fmt.Errorf("read %s: no record_id or position column", path)
+	}
+	for _, rg := range pf.RowGroups() {
+		records, err := columnValues(rg.ColumnChunks()[rc.ColumnIndex])
+		if err != nil {
+			return fmt.Errorf("read %s: record_id: %w", path, err)
+		}
+		positions, err := columnValues(rg.ColumnChunks()[pc.ColumnIndex])
+		if err != nil {
+			return fmt.Errorf("read %s: position: %w", path, err)
+		}
+		if len(records) != len(positions) {
+			return fmt.Errorf("read %s: %d record ids but %d positions", path, len(records), len(positions))
+		}
+		for i := range records {
+			add(string(records[i].ByteArray()), positions[i].Int32())
+		}
+	}
+	return nil
+}
+
+// columnValues reads every value of one column chunk.
+func columnValues(cc pq.ColumnChunk) ([]pq.Value, error) {
+	pages := cc.Pages()
+	defer pages.Close()
+	var out []pq.Value
+	for {
+		p, err := pages.ReadPage()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		vals := make([]pq.Value, p.NumValues())
+		n, err := p.Values().ReadValues(vals)
+		pq.Release(p)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		// ByteArray values point into the page's buffers; clone them
+		// before the page is reused.
+		for i := range vals[:n] {
+			vals[i] = vals[i].Clone()
+		}
+		out = append(out, vals[:n]...)
+	}
+}

@@ -1,0 +1,389 @@
+package parquet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	pq "github.com/parquet-go/parquet-go"
+)
+
+// The staging area holds what the sink acknowledged but has not rolled into
+// the trees yet, one folder per Kafka partition:
+//
+//	<root>/_staging/p<partition>/o<first>-<last>.parquet   a staged batch
+//	<root>/_staging/p<partition>/roll-o<first>-<last>      a roll in progress
+//	<root>/_staging/p<partition>/rolled                    highest offset rolled
+//
+// The folder starts with '_', which Hive, Spark and DuckDB skip, and lies
+// outside changes/ and datapoints/, so readers of the trees never see it.
+const stagingDir = "_staging"
+
+// stagedFile is one staged batch: the rows of one Kafka partition whose
+// offsets lie in first..last that were not in the trees yet.
+type stagedFile struct {
+	first, last int64
+}
+
+func (f stagedFile) name() string { return fmt.Sprintf("o%012d-%012d.parquet", f.first, f.last) }
+
+func rollIntentName(first, last int64) string { return fmt.Sprintf("roll-o%012d-%012d", first, last) }
+
+const rolledName = "rolled"
+
+// partitionStage is what a partition's staging folder says.
+type partitionStage struct {
+	dir    string
+	files  []stagedFile // ascending, none at or below rolled
+	rolled int64        // -1 before the first roll
+	// intent is the range of a roll that started and did not finish.
+	intent *stagedFile
+	// stale are staged files at or below rolled: rolled already, left by
+	// a roll interrupted before it removed them.
+	stale []stagedFile
+}
+
+// highWater is the highest offset of the partition the sink has made
+// durable (staged or rolled); -1 when none.
+func (p *partitionStage) highWater() int64 {
+	hw := p.rolled
+	if n := len(p.files); n > 0 {
+		hw = max(hw, p.files[n-1].last)
+	}
+	if p.intent != nil {
+		hw = max(hw, p.intent.last)
+	}
+	return hw
+}
+
+func (s *Sink) stageDir(partition int32) string {
+	return filepath.Join(s.cfg.Root, stagingDir, fmt.Sprintf("p%04d", partition))
+}
+
+// scanStage reads a partition's staging folder. It is read again at every
+// batch rather than cached: after a rebalance another instance may have
+// staged or rolled the partition on shared storage.
+func scanStage(dir string) (*partitionStage, error) {
+	p := &partitionStage{dir: dir, rolled: -1}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return p, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	var files []stagedFile
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case name == rolledName:
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, name), err)
+			}
+			v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, name), err)
+			}
+			p.rolled = v
+		case strings.HasPrefix(name, "roll-o"):
+			if f, ok := parseRange(strings.TrimPrefix(name, "roll-o")); ok {
+				p.intent = &f
+			}
+		case strings.HasPrefix(name, "o") && strings.HasSuffix(name, ".parquet"):
+			if f, ok := parseRange(strings.TrimSuffix(strings.TrimPrefix(name, "o"), ".parquet")); ok {
+				files = append(files, f)
+			}
+		}
+	}
+	slices.SortFunc(files, func(a, b stagedFile) int { return compareInt64(a.first, b.first) })
+	for _, f := range files {
+		if f.last <= p.rolled {
+			p.stale = append(p.stale, f)
+		} else {
+			p.files = append(p.files, f)
+		}
+	}
+	return p, nil
+}
+
+func compareInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func parseRange(s string) (stagedFile, bool) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return stagedFile{}, false
+	}
+	first, err1 := strconv.ParseInt(a, 10, 64)
+	last, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || first > last {
+		return stagedFile{}, false
+	}
+	return stagedFile{first, last}, true
+}
+
+// stage writes one partition's new rows of a batch as a staged file and
+// returns once it is durable.
+func (s *Sink) stage(ctx context.Context, dir string, f stagedFile, rows []changeRow) (int64, error) {
+	n, err := s.writeParquet(ctx, dir, f.name(), func(w io.Writer) error {
+		return s.staged.write(w, rows)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, s.fs.SyncDir(dir)
+}
+
+// readStaged reads the rows of a staged file.
+func readStaged(path string) ([]changeRow, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	pf, err := pq.OpenFile(f, info.Size())
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	r := pq.NewGenericReader[changeRow](pf)
+	defer r.Close()
+	rows := make([]changeRow, pf.NumRows())
+	n, err := r.Read(rows)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(n) != pf.NumRows() {
+		return nil, fmt.Errorf("read %s: %d of %d rows", path, n, pf.NumRows())
+	}
+	return rows, nil
+}
+
+// partKey is one Hive partition of a tree.
+type partKey struct {
+	workspace string
+	day       int32
+}
+
+func (k partKey) rel() string {
+	return filepath.Join("workspace="+escapePartitionValue(k.workspace), "date="+dateString(k.day))
+}
+
+func comparePartKey(a, b partKey) int {
+	if d := strings.Compare(a.workspace, b.workspace); d != 0 {
+		return d
+	}
+	return compareInt64(int64(a.day), int64(b.day))
+}
+
+// roll moves what is staged for one Kafka partition into the trees: one
+// file per Hive partition of each tree, named part-p<partition>-o<first>-<last>
+// after the offsets it covers. The steps, each durable before the next, make
+// a crash at any point harmless:
+//
+//  1. the intent roll-o<first>-<last> fixes which staged files this roll
+//     covers, so a roll resumed after a crash (by this instance or the one
+//     the partition moved to) writes the same files with the same names;
+//  2. the tree files are written (temporary name, fsync, rename, fsync);
+//  3. rolled records the range's last offset: from here the staged files are
+//     known to be in the trees;
+//  4. the staged files and the intent are removed.
+//
+// A reader sees each row once at every moment: a staged row is in no tree,
+// and a rolled one in exactly one file, which a resumed roll rewrites in
+// place byte for byte.
+func (s *Sink) roll(ctx context.Context, partition int32) (int, error) {
+	dir := s.stageDir(partition)
+	st, err := scanStage(dir)
+	if err != nil {
+		return 0, err
+	}
+	var span stagedFile
+	switch {
+	case st.intent != nil:
+		span = *st.intent
+	case len(st.files) > 0:
+		span = stagedFile{st.files[0].first, st.files[len(st.files)-1].last}
+		if err := writeFileNoDirSync(ctx, s.fs, dir, rollIntentName(span.first, span.last), func(io.Writer) error { return nil }); err != nil {
+			return 0, err
+		}
+		if err := s.fs.SyncDir(dir); err != nil {
+			return 0, err
+		}
+	default:
+		return 0, s.removeStale(dir, st.stale)
+	}
+	var files []stagedFile
+	for _, f := range st.files {
+		if f.first >= span.first && f.last <= span.last {
+			files = append(files, f)
+		}
+	}
+	changes := map[partKey][]changeRow{}
+	points := map[partKey][]dataPointRow{}
+	total := 0
+	for _, f := range files {
+		rows, err := readStaged(filepath.Join(dir, f.name()))
+		if err != nil {
+			return 0, err
+		}
+		for i := range rows {
+			r := &rows[i]
+			ck := partKey{r.Workspace, dayOf(arrowTimestamp(r.EventTime))}
+			changes[ck] = append(changes[ck], *r)
+			dp := dataPointOf(r)
+			dk := partKey{r.Workspace, dp.Day}
+			points[dk] = append(points[dk], dp)
+		}
+		total += len(rows)
+	}
+	name := fmt.Sprintf("part-p%04d-o%012d-%012d.parquet", partition, span.first, span.last)
+	dirs := map[string]struct{}{}
+	for _, k := range slices.SortedFunc(maps.Keys(changes), comparePartKey) {
+		rows := changes[k]
+		slices.SortFunc(rows, func(a, b changeRow) int { return compareChanges(&a, &b) })
+		d := filepath.Join(s.cfg.Root, tableChanges, k.rel())
+		n, err := s.writeParquet(ctx, d, name, func(w io.Writer) error { return s.changes.write(w, rows) })
+		if err != nil {
+			return 0, err
+		}
+		s.count(tableChanges, len(rows), n)
+		dirs[d] = struct{}{}
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(points), comparePartKey) {
+		rows := points[k]
+		slices.SortFunc(rows, func(a, b dataPointRow) int { return compareDataPoints(&a, &b) })
+		d := filepath.Join(s.cfg.Root, tableDataPoints, k.rel())
+		n, err := s.writeParquet(ctx, d, name, func(w io.Writer) error { return s.dataPoints.write(w, rows) })
+		if err != nil {
+			return 0, err
+		}
+		s.count(tableDataPoints, len(rows), n)
+		dirs[d] = struct{}{}
+	}
+	for _, d := range slices.Sorted(maps.Keys(dirs)) {
+		if err := s.fs.SyncDir(d); err != nil {
+			return 0, err
+		}
+	}
+	rolled := max(span.last, st.rolled)
+	if err := WriteFileAtomic(ctx, s.fs, dir, rolledName, func(w io.Writer) error {
+		_, err := io.WriteString(w, strconv.FormatInt(rolled, 10)+"\n")
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	// From here the roll is complete; what follows only frees space, and a
+	// later scan finds any leftover file stale.
+	var errs []error
+	for _, f := range append(files, st.stale...) {
+		if err := s.fs.Remove(filepath.Join(dir, f.name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := s.fs.Remove(filepath.Join(dir, rollIntentName(span.first, span.last))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.log.Warn("rolled staged files not removed", "partition", partition, "error", err)
+	}
+	s.m.rolls.Inc()
+	if st.intent != nil && len(files) < len(st.files) {
+		// That was a resumed roll; what was staged after it started gets
+		// a roll of its own.
+		n, err := s.roll(ctx, partition)
+		return total + n, err
+	}
+	return total, nil
+}
+
+func (s *Sink) removeStale(dir string, stale []stagedFile) error {
+	for _, f := range stale {
+		if err := s.fs.Remove(filepath.Join(dir, f.name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// stagedPartitions lists the Kafka partitions that have a staging folder.
+func stagedPartitions(root string) ([]int32, error) {
+	entries, err := os.ReadDir(filepath.Join(root, stagingDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list staging area: %w", err)
+	}
+	var out []int32
+	for _, e := range entries {
+		v, ok := strings.CutPrefix(e.Name(), "p")
+		if !ok || !e.IsDir() {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 0 {
+			continue
+		}
+		out = append(out, int32(n))
+	}
+	return out, nil
+}
+
+// recoverStaging runs at open: it remembers every staged row in the index
+// (they are in no tree yet, so the trees' files do not tell) and marks the
+// partitions that have staged files as due, with the age of their oldest
+// file, so the roll timer moves them into the trees.
+func (s *Sink) recoverStaging() error {
+	parts, err := stagedPartitions(s.cfg.Root)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		dir := s.stageDir(p)
+		st, err := scanStage(dir)
+		if err != nil {
+			return err
+		}
+		if len(st.files) == 0 && st.intent == nil {
+			continue
+		}
+		oldest := time.Now()
+		for _, f := range st.files {
+			rows, err := readStaged(filepath.Join(dir, f.name()))
+			if err != nil {
+				return err
+			}
+			for i := range rows {
+				r := &rows[i]
+				s.seen.pending(seenKey{r.Workspace, dayOf(arrowTimestamp(r.ReceivedAt))}).add(r.RecordID, r.Position)
+			}
+			s.stagedRows += len(rows)
+			if info, err := os.Stat(filepath.Join(dir, f.name())); err == nil && info.ModTime().Before(oldest) {
+				oldest = info.ModTime()
+			}
+		}
+		s.due[p] = oldest
+	}
+	return nil
+}
