@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"time"
 
@@ -54,4 +55,15 @@ func SnapshotNow(ctx context.Context, cfg config.Config, sel snapshot.Selection)
 		out[i] = snapshot.SnapshotInfo{Partner: r.Cohort.Partner, CohortID: r.Cohort.CohortID, Result: r}
 	}
 	return out, nil
+}
+
+// CompactParquet rewrites the Parquet trees of cfg's data directory into the
+// current format, for `cohortsync parquet compact`. It fails with a hint
+// while a server holds the trees.
+func CompactParquet(ctx context.Context, cfg config.Config, log *slog.Logger) (parquet.CompactStats, error) {
+	st, err := parquet.Compact(ctx, parquetConfig(cfg), log)
+	if errors.Is(err, parquet.ErrTreeLocked) {
+		return st, fmt.Errorf("%w\nstop the server that writes %s first: a compaction needs the trees to itself", err, filepath.Join(cfg.DataDir, "parquet"))
+	}
+	return st, err
 }

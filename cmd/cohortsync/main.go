@@ -138,6 +138,7 @@ variables and flags, each overriding the one before.`,
 		c.newDataPointsCmd(),
 		c.newTokensCmd(),
 		c.newBackfillCmd(),
+		c.newParquetCmd(),
 	)
 	return root
 }

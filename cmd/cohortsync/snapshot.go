@@ -23,7 +23,7 @@ func (c *cli) newSnapshotCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshot",
 		Short: "Write Parquet member-list snapshots of the cohorts that changed",
-		Long: `snapshot writes DATA_DIR/parquet/snapshots/workspace=W/partner=P/cohort=C/version=V.parquet
+		Long: `snapshot writes DATA_DIR/parquet/snapshots/workspace=W/partner=P/cohort_id=C/version=V.parquet
 for every cohort of --workspace (or only --cohort PARTNER/COHORT_ID) whose
 membership changed since its newest snapshot. serve does the same every
 snapshots.interval.
@@ -59,19 +59,19 @@ ClickHouse when --clickhouse-addr is set, otherwise the embedded state store in
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return writeJSON(c.stdout, snapshot.Response{Snapshots: res})
-			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PARTNER\tCOHORT\tVERSION\tMEMBERS\tWRITTEN\tPATH")
+			failed := 0
 			for _, r := range res {
-				members := fmt.Sprint(r.Members)
-				if !r.Written {
-					members = "-"
+				if r.Error != "" {
+					failed++
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%v\t%s\n", r.Partner, r.CohortID, r.Version, members, r.Written, r.Path)
 			}
-			return tw.Flush()
+			if err := printSnapshots(c, output, res); err != nil {
+				return err
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d cohort snapshots failed (the server log says why); they are retried next round", failed, len(res))
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -95,4 +95,25 @@ func selection(workspace, cohort string) (snapshot.Selection, error) {
 	}
 	sel.Cohort = &parquet.CohortKey{Workspace: workspace, Partner: partner, CohortID: id}
 	return sel, nil
+}
+
+// printSnapshots writes the results as a table or JSON.
+func printSnapshots(c *cli, output string, res []snapshot.SnapshotInfo) error {
+	if output == "json" {
+		return writeJSON(c.stdout, snapshot.Response{Snapshots: res})
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PARTNER\tCOHORT\tVERSION\tMEMBERS\tWRITTEN\tPATH (under DATA_DIR/parquet)")
+	for _, r := range res {
+		members := fmt.Sprint(r.Members)
+		if !r.Written {
+			members = "-"
+		}
+		path := r.Path
+		if r.Error != "" {
+			path = "failed: " + r.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%v\t%s\n", r.Partner, r.CohortID, r.Version, members, r.Written, path)
+	}
+	return tw.Flush()
 }

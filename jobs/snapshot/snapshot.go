@@ -187,8 +187,8 @@ type Result struct {
 }
 
 // ErrCohortsFailed is returned (wrapped) by Snapshot when every selected
-// cohort it tried failed; when only some did, Snapshot returns nil and the
-// Results carry the errors.
+// cohort failed; when only some did, Snapshot returns nil and the Results
+// carry the errors.
 var ErrCohortsFailed = errors.New("snapshot: every selected cohort failed")
 
 // ErrNoSuchCohort is returned when a selected cohort has no state.
@@ -225,9 +225,9 @@ func (s *Snapshotter) Snapshot(ctx context.Context, sel Selection) ([]Result, er
 		return nil, fmt.Errorf("snapshot: list cohorts: %w", err)
 	}
 	var (
-		out           []Result
-		tried, failed int
-		firstErr      error
+		out      []Result
+		failed   int
+		firstErr error
 	)
 	for _, c := range cohorts {
 		if !sel.includes(c.Key) || c.Version == 0 {
@@ -251,7 +251,6 @@ func (s *Snapshotter) Snapshot(ctx context.Context, sel Selection) ([]Result, er
 			out = append(out, Result{Cohort: c.Key, Version: v, Path: s.pq.SnapshotPath(c.Key, v)})
 			continue
 		}
-		tried++
 		r, err := s.write(ctx, c.Key)
 		if err != nil {
 			failed++
@@ -267,7 +266,9 @@ func (s *Snapshotter) Snapshot(ctx context.Context, sel Selection) ([]Result, er
 		return nil, fmt.Errorf("%w: %s", ErrNoSuchCohort, sel.Cohort)
 	}
 	s.lastRound.Set(float64(s.now().Unix()))
-	if tried > 0 && failed == tried {
+	// The round fails only when it has nothing but failures to show:
+	// one cohort's failure must not fail (nor hide) the others.
+	if failed > 0 && failed == len(out) {
 		return out, fmt.Errorf("%w (%d): first: %w", ErrCohortsFailed, failed, firstErr)
 	}
 	return out, nil

@@ -2,6 +2,7 @@ package snapshot_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -16,8 +17,10 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/jobs/snapshot"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
@@ -284,4 +287,123 @@ func TestSnapshotEqualsHistory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// listSource is a state of record of fixed cohorts; members of the cohort
+// named failing cannot be read.
+type listSource struct {
+	cohorts []snapshot.Cohort
+	members []string
+	failing string
+}
+
+func (s listSource) Cohorts(context.Context) ([]snapshot.Cohort, error) { return s.cohorts, nil }
+
+func (s listSource) Members(_ context.Context, k parquet.CohortKey, fn func(string) error) (uint64, error) {
+	if k.CohortID == s.failing {
+		return 0, errors.New("read failed at /srv/secret/path")
+	}
+	for _, m := range s.members {
+		if err := fn(m); err != nil {
+			return 0, err
+		}
+	}
+	for _, c := range s.cohorts {
+		if c.Key == k {
+			return c.Version, nil
+		}
+	}
+	return 0, nil
+}
+
+// TestAnyCohortIDAndOneFailure: a cohort id of any length or bytes gets a
+// snapshot (the path is cut and hashed, never too long), and a cohort that
+// fails fails alone: the round writes the others, ends, and says which one
+// failed without a server path.
+func TestAnyCohortIDAndOneFailure(t *testing.T) {
+	t.Parallel()
+	ctx := testkit.DetachedContext(t, 30*time.Second)
+	long := strings.Repeat("a", 249)
+	odd := strings.Repeat("é/%~=", 80)
+	key := func(id string) parquet.CohortKey {
+		return parquet.CohortKey{Workspace: "acme", Partner: "mixpanel", CohortID: id}
+	}
+	src := listSource{
+		cohorts: []snapshot.Cohort{{Key: key(long), Version: 3}, {Key: key(odd), Version: 4}, {Key: key(long + "b"), Version: 5}, {Key: key("broken"), Version: 6}},
+		members: []string{"u1", "u2"},
+		failing: "broken",
+	}
+	root := t.TempDir()
+	pq, err := parquet.New(parquet.Config{Root: root}, parquet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pq.Close() })
+	reg := prometheus.NewRegistry()
+	snap, err := snapshot.New(snapshot.Config{Interval: -1}, src, pq, snapshot.Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := snap.Snapshot(ctx, snapshot.Selection{})
+	if err != nil {
+		t.Fatalf("round: %v, want nil (only one cohort failed)", err)
+	}
+	paths := map[string]bool{}
+	for _, r := range res {
+		if r.Cohort.CohortID == "broken" {
+			if r.Error == "" || strings.Contains(r.Error, "/srv") {
+				t.Errorf("failed cohort: error %q, want a reason without paths", r.Error)
+			}
+			continue
+		}
+		if r.Error != "" || !r.Written {
+			t.Errorf("cohort %.20s...: %+v, want written", r.Cohort.CohortID, r)
+		}
+		for _, part := range strings.Split(r.Path, "/") {
+			if len(part) > 255 {
+				t.Errorf("path element of %d bytes: %s", len(part), part)
+			}
+		}
+		users, v := readSnapshot(t, filepath.Join(root, r.Path))
+		if !slices.Equal(users, src.members) || v != r.Version {
+			t.Errorf("%s: members %v version %d", r.Path, users, v)
+		}
+		paths[r.Path] = true
+	}
+	if len(paths) != 3 {
+		t.Errorf("%d distinct snapshot paths for 3 cohorts: %v", len(paths), paths)
+	}
+	if got := counterValue(t, reg, "cohortsync_snapshot_failures_total"); got != 1 {
+		t.Errorf("failures_total = %v, want 1", got)
+	}
+	// A later round knows what is written: only the broken cohort is tried.
+	res, err = snap.Snapshot(ctx, snapshot.Selection{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Written {
+			t.Errorf("second round rewrote %.20s", r.Cohort.CohortID)
+		}
+	}
+	// Only failing cohorts: the round reports the error.
+	only := key("broken")
+	if _, err := snap.Snapshot(ctx, snapshot.Selection{Workspace: "acme", Cohort: &only}); !errors.Is(err, snapshot.ErrCohortsFailed) {
+		t.Errorf("round of the broken cohort alone: %v, want ErrCohortsFailed", err)
+	}
+}
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

@@ -211,17 +211,35 @@ func New(cfg Config, opts Options) (*Sink, error) {
 		lock.release()
 		return nil, fmt.Errorf("parquet sink: %w", err)
 	}
+	if err := s.setupWriters(); err != nil {
+		return fail(err)
+	}
+	if err := s.recoverStaging(); err != nil {
+		return fail(fmt.Errorf("read the staging area: %w", err))
+	}
+	if s.m, err = newMetrics(reg); err != nil {
+		return fail(fmt.Errorf("metrics: %w", err))
+	}
+	s.m.staged.Set(float64(s.stagedRows))
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopTimer, s.timerDone = cancel, make(chan struct{})
+	go s.rollTimer(ctx)
+	return s, nil
+}
+
+// setupWriters configures the writers of every table from s.cfg and s.codec.
+func (s *Sink) setupWriters() error {
 	common := []pq.WriterOption{
-		pq.Compression(codec),
-		pq.DictionaryMaxBytes(cfg.DictionaryMaxBytes),
-		pq.MaxRowsPerRowGroup(cfg.MaxRowsPerRowGroup),
+		pq.Compression(s.codec),
+		pq.DictionaryMaxBytes(s.cfg.DictionaryMaxBytes),
+		pq.MaxRowsPerRowGroup(s.cfg.MaxRowsPerRowGroup),
 		// The default names parquet-go's build; a fixed value keeps a
 		// rewritten file byte-identical whatever binary rewrites it.
 		pq.CreatedBy("cohortsync", FormatVersion, "parquet-go"),
 		pq.KeyValueMetadata("cohortsync.format_version", FormatVersion),
 	}
 	// The sorting columns are metadata only: the roll orders the rows.
-	s.changes.pageBytes, s.dataPoints.pageBytes, s.staged.pageBytes = cfg.PageBufferBytes, cfg.PageBufferBytes, cfg.PageBufferBytes
+	s.changes.pageBytes, s.dataPoints.pageBytes, s.staged.pageBytes = s.cfg.PageBufferBytes, s.cfg.PageBufferBytes, s.cfg.PageBufferBytes
 	s.changes.opts = append(slices.Clone(common),
 		pq.KeyValueMetadata("cohortsync.table", tableChanges),
 		pq.SortingWriterConfig(pq.SortingColumns(
@@ -242,26 +260,16 @@ func New(cfg Config, opts Options) (*Sink, error) {
 	}
 	s.snapshots.opts = append(slices.Clone(common),
 		pq.KeyValueMetadata("cohortsync.table", tableSnapshots),
-		pq.PageBufferSize(cfg.PageBufferBytes),
+		pq.PageBufferSize(s.cfg.PageBufferBytes),
 		pq.SortingWriterConfig(pq.SortingColumns(pq.Ascending("user_id"))),
 	)
 	// NewGenericWriter panics on a bad configuration; check it here instead.
 	for _, o := range [][]pq.WriterOption{s.changes.opts, s.dataPoints.opts, s.snapshots.opts, s.staged.opts} {
 		if _, err := pq.NewWriterConfig(o...); err != nil {
-			return fail(fmt.Errorf("writer configuration: %w", err))
+			return fmt.Errorf("writer configuration: %w", err)
 		}
 	}
-	if err := s.recoverStaging(); err != nil {
-		return fail(fmt.Errorf("read the staging area: %w", err))
-	}
-	if s.m, err = newMetrics(reg); err != nil {
-		return fail(fmt.Errorf("metrics: %w", err))
-	}
-	s.m.staged.Set(float64(s.stagedRows))
-	ctx, cancel := context.WithCancel(context.Background())
-	s.stopTimer, s.timerDone = cancel, make(chan struct{})
-	go s.rollTimer(ctx)
-	return s, nil
+	return nil
 }
 
 // Name implements pipeline.Sink.
