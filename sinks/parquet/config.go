@@ -32,9 +32,10 @@ type Config struct {
 	// not "all of them" because on shared storage another instance may be
 	// writing one right now. A negative age disables the sweep.
 	StaleTempAge time.Duration `yaml:"stale_temp_age"`
-	// RollRows is how many staged rows trigger a roll into the trees: the
-	// size of the files (Kafka Connect's flush.size). A roll holds the rows
-	// it moves in memory, about 200 bytes each.
+	// RollRows is how many staged rows of one Kafka partition trigger its
+	// roll into the trees: the size of the files (Kafka Connect's
+	// flush.size, also per partition). A roll holds the rows it moves in
+	// memory, about 200 bytes each.
 	RollRows int `yaml:"roll_rows"`
 	// RollInterval is the longest a staged row waits for its roll, so a
 	// slow stream still shows up in the trees (rotate.interval.ms).

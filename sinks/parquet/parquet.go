@@ -111,10 +111,10 @@ type Sink struct {
 	snapshots  tableWriter[snapshotRow]
 	staged     tableWriter[changeRow]
 	seen       *seenIndex
-	// due holds the Kafka partitions with staged rows, each with the time
-	// its oldest staged row was made durable.
-	due        map[int32]time.Time
-	stagedRows int
+	// due holds the Kafka partitions with staged rows: when the oldest
+	// was made durable, and how many there are.
+	due        map[int32]*dueRows
+	stagedRows int // the sum over due
 	rolls      uint64
 	rowBuf     []changeRow
 
@@ -125,6 +125,12 @@ type Sink struct {
 	// for a write in progress.
 	stateMu sync.Mutex
 	lastErr error
+}
+
+// dueRows is what one Kafka partition has staged.
+type dueRows struct {
+	since time.Time
+	rows  int
 }
 
 // tableWriter writes the files of one table. It makes a new parquet-go
@@ -199,7 +205,7 @@ func New(cfg Config, opts Options) (*Sink, error) {
 			log.Info("removed temporary files left by an interrupted write", "count", n, "root", cfg.Root)
 		}
 	}
-	s := &Sink{cfg: cfg, fs: fsys, log: log, now: now, lock: lock, seen: newSeenIndex(cfg.Root), due: map[int32]time.Time{}}
+	s := &Sink{cfg: cfg, fs: fsys, log: log, now: now, lock: lock, seen: newSeenIndex(cfg.Root), due: map[int32]*dueRows{}}
 	codec, err := newZstdCodec()
 	if err != nil {
 		lock.release()
@@ -340,10 +346,10 @@ func (s *Sink) Write(ctx context.Context, out *pipeline.Output) error {
 	}
 	start := time.Now()
 	err := s.write(ctx, out)
-	if err == nil && s.stagedRows >= s.cfg.RollRows {
+	if err == nil {
 		// The batch is durable whatever the roll does: a failed roll is
 		// logged, counted and tried again, and does not fail the batch.
-		if rerr := s.rollDue(ctx, true); rerr != nil {
+		if rerr := s.rollDue(ctx, false); rerr != nil {
 			s.rollFailed(ctx, rerr)
 		}
 	}
@@ -420,22 +426,25 @@ func (s *Sink) rollTimer(ctx context.Context) {
 	}
 }
 
-// rollDue rolls the partitions whose oldest staged row has waited
-// RollInterval, or every staged partition when all is set. Called with mu held.
+// rollDue rolls the partitions that have RollRows rows staged or whose
+// oldest staged row has waited RollInterval, or every staged partition when
+// all is set. A file holds one Kafka partition's rows (as Kafka Connect's
+// do), so the size is counted per partition; a roll reads one partition's
+// staged rows into memory at a time. Called with mu held.
 func (s *Sink) rollDue(ctx context.Context, all bool) error {
 	now := s.now()
 	var errs []error
 	for _, p := range slices.Sorted(maps.Keys(s.due)) {
-		if !all && now.Sub(s.due[p]) < s.cfg.RollInterval {
+		d := s.due[p]
+		if !all && d.rows < s.cfg.RollRows && now.Sub(d.since) < s.cfg.RollInterval {
 			continue
 		}
-		n, err := s.roll(ctx, p)
-		if err != nil {
+		if _, err := s.roll(ctx, p); err != nil {
 			errs = append(errs, fmt.Errorf("roll partition %d: %w", p, err))
 			continue
 		}
 		delete(s.due, p)
-		s.stagedRows = max(0, s.stagedRows-n)
+		s.stagedRows = max(0, s.stagedRows-d.rows)
 		s.rolls++
 	}
 	if len(s.due) == 0 {
@@ -573,9 +582,12 @@ func (s *Sink) stagePartition(ctx context.Context, cols *changeCols, p int32, r 
 			}
 		}
 	}
-	if _, ok := s.due[p]; !ok {
-		s.due[p] = s.now()
+	d := s.due[p]
+	if d == nil {
+		d = &dueRows{since: s.now()}
+		s.due[p] = d
 	}
+	d.rows += len(kept)
 	s.stagedRows += len(kept)
 	s.m.staged.Set(float64(s.stagedRows))
 	s.m.skipped.WithLabelValues(skipRedelivered).Add(float64(redelivered))

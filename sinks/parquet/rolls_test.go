@@ -166,7 +166,8 @@ func TestRollBySizeAndTime(t *testing.T) {
 	t.Run("size", func(t *testing.T) {
 		t.Parallel()
 		root := t.TempDir()
-		s, err := New(Config{Root: root, RollRows: len(changes), RollInterval: time.Hour}, Options{})
+		// smallSpec: partition 0 holds 20 records of 5 ids, partition 3 10.
+		s, err := New(Config{Root: root, RollRows: 60, RollInterval: time.Hour}, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,12 +182,19 @@ func TestRollBySizeAndTime(t *testing.T) {
 		if err := s.Write(ctx, buildOutput(t, changes, spec.partitions)); err != nil {
 			t.Fatal(err)
 		}
-		if n := len(listFiles(t, root)); n == 0 {
-			t.Fatal("no files once RollRows rows were staged")
+		// Partition 0 reached 100 staged rows and rolled; partition 3 has
+		// 50 and waits.
+		for rel := range listFiles(t, root) {
+			if !strings.Contains(rel, "part-p0000-o000000000100-000000000119") {
+				t.Errorf("unexpected file %s", rel)
+			}
 		}
 		keys, _ := treeRows(t, root, tableDataPoints)
-		if len(keys) != len(changes) {
-			t.Errorf("%d rows in datapoints/, want %d", len(keys), len(changes))
+		if len(keys) != 100 {
+			t.Errorf("%d rows in datapoints/, want partition 0's 100", len(keys))
+		}
+		if got := testutil.ToFloat64(s.m.staged); got != 50 {
+			t.Errorf("staged_rows = %v, want partition 3's 50", got)
 		}
 	})
 	t.Run("time", func(t *testing.T) {

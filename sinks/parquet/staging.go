@@ -369,6 +369,7 @@ func (s *Sink) recoverStaging() error {
 			continue
 		}
 		oldest := time.Now()
+		d := &dueRows{}
 		for _, f := range st.files {
 			rows, err := readStaged(filepath.Join(dir, f.name()))
 			if err != nil {
@@ -379,11 +380,13 @@ func (s *Sink) recoverStaging() error {
 				s.seen.pending(seenKey{r.Workspace, dayOf(arrowTimestamp(r.ReceivedAt))}).add(r.RecordID, r.Position)
 			}
 			s.stagedRows += len(rows)
+			d.rows += len(rows)
 			if info, err := os.Stat(filepath.Join(dir, f.name())); err == nil && info.ModTime().Before(oldest) {
 				oldest = info.ModTime()
 			}
 		}
-		s.due[p] = oldest
+		d.since = oldest
+		s.due[p] = d
 	}
 	return nil
 }
