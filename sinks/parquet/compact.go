@@ -318,7 +318,7 @@ func (c *compactor) compactChanges(ctx context.Context) error {
 		}
 		read := len(rows)
 		rows = dedupChanges(rows)
-		slices.SortFunc(rows, func(a, b changeRow) int { return compareChanges(&a, &b) })
+		sortChanges(rows)
 		if err := c.replace(ctx, tableChanges, p, func(w io.Writer) error { return c.s.changes.write(w, rows) }); err != nil {
 			return err
 		}
@@ -383,7 +383,7 @@ func (c *compactor) compactDataPoints(ctx context.Context) error {
 			rows = append(rows, r...)
 		}
 		read := len(rows)
-		slices.SortFunc(rows, func(a, b dataPointRow) int { return compareDataPoints(&a, &b) })
+		sortDataPoints(rows)
 		rows = slices.CompactFunc(rows, func(a, b dataPointRow) bool { return a.RecordID == b.RecordID && a.Position == b.Position })
 		if err := c.replace(ctx, tableDataPoints, p, func(w io.Writer) error { return c.s.dataPoints.write(w, rows) }); err != nil {
 			return err
@@ -432,7 +432,7 @@ func (c *compactor) rebuildDataPoints(ctx context.Context) error {
 			return err
 		}
 		rows := byDay[k]
-		slices.SortFunc(rows, func(a, b dataPointRow) int { return compareDataPoints(&a, &b) })
+		sortDataPoints(rows)
 		if err := WriteFileAtomic(ctx, c.s.fs, filepath.Join(newTree, k.rel()), compactedName, func(w io.Writer) error {
 			return c.s.dataPoints.write(w, rows)
 		}); err != nil {

@@ -35,21 +35,28 @@ func logicalRows(t testing.TB, root string) string {
 	t.Helper()
 	var lines []string
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(d.Name(), ".parquet") || isTempName(d.Name()) {
+		if err != nil || d.IsDir() || isTempName(d.Name()) {
 			return err
+		}
+		if strings.HasSuffix(d.Name(), stagedSuffix) {
+			rows, err := readStaged(path)
+			for _, r := range rows {
+				for _, tb := range []string{tableChanges, tableDataPoints} {
+					lines = append(lines, fmt.Sprintf("%s %s %d", tb, r.RecordID, r.Position))
+				}
+			}
+			return err
+		}
+		if !strings.HasSuffix(d.Name(), ".parquet") {
+			return nil
 		}
 		rel, err := filepath.Rel(root, path)
 		if err != nil {
 			return err
 		}
-		tables := []string{strings.Split(filepath.ToSlash(rel), "/")[0]}
-		if tables[0] == stagingDir {
-			tables = []string{tableChanges, tableDataPoints}
-		}
+		table := strings.Split(filepath.ToSlash(rel), "/")[0]
 		return readFileKeys(path, func(record string, pos int32) {
-			for _, tb := range tables {
-				lines = append(lines, fmt.Sprintf("%s %s %d", tb, record, pos))
-			}
+			lines = append(lines, fmt.Sprintf("%s %s %d", table, record, pos))
 		})
 	})
 	if err != nil {

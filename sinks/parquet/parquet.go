@@ -56,7 +56,6 @@ import (
 	"time"
 
 	pq "github.com/parquet-go/parquet-go"
-	"github.com/parquet-go/parquet-go/compress/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortsync/cohortsync/pipeline"
@@ -109,7 +108,6 @@ type Sink struct {
 	changes    tableWriter[changeRow]
 	dataPoints tableWriter[dataPointRow]
 	snapshots  tableWriter[snapshotRow]
-	staged     tableWriter[changeRow]
 	seen       *seenIndex
 	// due holds the Kafka partitions with staged rows: when the oldest
 	// was made durable, and how many there are.
@@ -245,7 +243,7 @@ func (s *Sink) setupWriters() error {
 		pq.KeyValueMetadata("cohortsync.format_version", FormatVersion),
 	}
 	// The sorting columns are metadata only: the roll orders the rows.
-	s.changes.pageBytes, s.dataPoints.pageBytes, s.staged.pageBytes = s.cfg.PageBufferBytes, s.cfg.PageBufferBytes, s.cfg.PageBufferBytes
+	s.changes.pageBytes, s.dataPoints.pageBytes = s.cfg.PageBufferBytes, s.cfg.PageBufferBytes
 	s.changes.opts = append(slices.Clone(common),
 		pq.KeyValueMetadata("cohortsync.table", tableChanges),
 		pq.SortingWriterConfig(pq.SortingColumns(
@@ -256,21 +254,13 @@ func (s *Sink) setupWriters() error {
 		pq.SortingWriterConfig(pq.SortingColumns(
 			pq.Ascending("partner"), pq.Ascending("cohort_id"), pq.Ascending("record_id"), pq.Ascending("position"))),
 	)
-	// Staged files are read once, by the roll: cheap compression, no
-	// dictionary cap worth the bother.
-	s.staged.opts = []pq.WriterOption{
-		pq.Compression(&snappy.Codec{}),
-		pq.CreatedBy("cohortsync", FormatVersion, "parquet-go"),
-		pq.KeyValueMetadata("cohortsync.format_version", FormatVersion),
-		pq.KeyValueMetadata("cohortsync.table", "staged"),
-	}
 	s.snapshots.opts = append(slices.Clone(common),
 		pq.KeyValueMetadata("cohortsync.table", tableSnapshots),
 		pq.PageBufferSize(s.cfg.PageBufferBytes),
 		pq.SortingWriterConfig(pq.SortingColumns(pq.Ascending("user_id"))),
 	)
 	// NewGenericWriter panics on a bad configuration; check it here instead.
-	for _, o := range [][]pq.WriterOption{s.changes.opts, s.dataPoints.opts, s.snapshots.opts, s.staged.opts} {
+	for _, o := range [][]pq.WriterOption{s.changes.opts, s.dataPoints.opts, s.snapshots.opts} {
 		if _, err := pq.NewWriterConfig(o...); err != nil {
 			return fmt.Errorf("writer configuration: %w", err)
 		}

@@ -3,6 +3,7 @@ package parquet
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -143,21 +144,109 @@ func rowOf(c *changeCols, i int) changeRow {
 	}
 }
 
-// compareChanges is the order of the rows of a changes/ file: (partner,
-// cohort_id, user_id, version), so that the row-group and page statistics of
-// those columns prune well; ties (only a malformed batch has them) fall back
-// to the landing position, which keeps a rewrite byte-identical.
-func compareChanges(a, b *changeRow) int {
-	return cmp.Or(strings.Compare(a.Partner, b.Partner), strings.Compare(a.CohortID, b.CohortID),
-		strings.Compare(a.UserID, b.UserID), cmp.Compare(a.Version, b.Version),
-		cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset), cmp.Compare(a.Position, b.Position))
-}
-
-// compareDataPoints orders a datapoints/ file by (partner, cohort_id,
-// record_id, position): the key, and the columns the billing queries group by.
-func compareDataPoints(a, b *dataPointRow) int {
-	return cmp.Or(strings.Compare(a.Partner, b.Partner), strings.Compare(a.CohortID, b.CohortID),
-		strings.Compare(a.RecordID, b.RecordID), cmp.Compare(a.Position, b.Position))
-}
-
 func arrowTimestamp(us int64) arrow.Timestamp { return arrow.Timestamp(us) }
+
+// rankPairs numbers the distinct (partner, cohort_id) of n rows in sorted
+// order, so that a sort compares one integer for the two leading columns.
+func rankPairs(n int, pair func(i int) (string, string)) []uint32 {
+	type pc struct{ partner, cohort string }
+	ids := map[pc]uint32{}
+	var order []pc
+	row := make([]uint32, n)
+	var last pc
+	var lastID uint32
+	for i := range n {
+		p, c := pair(i)
+		k := pc{p, c}
+		if i == 0 || k != last {
+			id, ok := ids[k]
+			if !ok {
+				id = uint32(len(order))
+				ids[k] = id
+				order = append(order, k)
+			}
+			last, lastID = k, id
+		}
+		row[i] = lastID
+	}
+	sorted := make([]uint32, len(order))
+	for i := range sorted {
+		sorted[i] = uint32(i)
+	}
+	slices.SortFunc(sorted, func(a, b uint32) int {
+		return cmp.Or(strings.Compare(order[a].partner, order[b].partner), strings.Compare(order[a].cohort, order[b].cohort))
+	})
+	rank := make([]uint32, len(order))
+	for r, id := range sorted {
+		rank[id] = uint32(r)
+	}
+	for i := range row {
+		row[i] = rank[row[i]]
+	}
+	return row
+}
+
+// sortKey is what the sort of a file compares, gathered once per row: the
+// rows themselves are 200 bytes, too large to move at every swap.
+type sortKey struct {
+	pc  uint32
+	row int32
+	num int64  // version, or position
+	str string // user_id, or record_id
+}
+
+func compareKeys(a, b sortKey) int {
+	return cmp.Or(cmp.Compare(a.pc, b.pc), strings.Compare(a.str, b.str), cmp.Compare(a.num, b.num), cmp.Compare(a.row, b.row))
+}
+
+// sortChanges sorts rows in place into the order of a changes/ file:
+// (partner, cohort_id, user_id, version), so that the row-group and page
+// statistics of those columns prune well. Ties (equal versions of one user
+// come only from a malformed batch) keep the input order, which is the
+// staging order, so a rewrite is identical.
+func sortChanges(rows []changeRow) {
+	rank := rankPairs(len(rows), func(i int) (string, string) { return rows[i].Partner, rows[i].CohortID })
+	keys := make([]sortKey, len(rows))
+	for i := range rows {
+		keys[i] = sortKey{pc: rank[i], row: int32(i), num: rows[i].Version, str: rows[i].UserID}
+	}
+	slices.SortFunc(keys, compareKeys)
+	permute(rows, keys)
+}
+
+// sortDataPoints sorts rows in place into the order of a datapoints/ file:
+// (partner, cohort_id, record_id, position), the key, and the columns the
+// billing queries group by.
+func sortDataPoints(rows []dataPointRow) {
+	rank := rankPairs(len(rows), func(i int) (string, string) { return rows[i].Partner, rows[i].CohortID })
+	keys := make([]sortKey, len(rows))
+	for i := range rows {
+		keys[i] = sortKey{pc: rank[i], row: int32(i), num: int64(rows[i].Position), str: rows[i].RecordID}
+	}
+	slices.SortFunc(keys, compareKeys)
+	permute(rows, keys)
+}
+
+// permute reorders rows so that rows[i] becomes the old rows[keys[i].row],
+// in place, following each cycle of the permutation once: a roll holds
+// hundreds of megabytes of rows and must not copy them.
+func permute[T any](rows []T, keys []sortKey) {
+	done := make([]bool, len(rows))
+	for start := range rows {
+		if done[start] {
+			continue
+		}
+		tmp := rows[start]
+		i := start
+		for {
+			done[i] = true
+			next := int(keys[i].row)
+			if next == start {
+				rows[i] = tmp
+				break
+			}
+			rows[i] = rows[next]
+			i = next
+		}
+	}
+}

@@ -13,14 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	pq "github.com/parquet-go/parquet-go"
 )
 
 // The staging area holds what the sink acknowledged but has not rolled into
 // the trees yet, one folder per Kafka partition:
 //
-//	<root>/_staging/p<partition>/o<first>-<last>.parquet   a staged batch
+//	<root>/_staging/p<partition>/o<first>-<last>.staged    a staged batch
 //	<root>/_staging/p<partition>/roll-o<first>-<last>      a roll in progress
 //	<root>/_staging/p<partition>/rolled                    highest offset rolled
 //
@@ -34,7 +32,12 @@ type stagedFile struct {
 	first, last int64
 }
 
-func (f stagedFile) name() string { return fmt.Sprintf("o%012d-%012d.parquet", f.first, f.last) }
+func (f stagedFile) name() string {
+	return fmt.Sprintf("o%012d-%012d%s", f.first, f.last, stagedSuffix)
+}
+
+// stagedSuffix ends a staged file's name; see stagecodec.go for its format.
+const stagedSuffix = ".staged"
 
 func rollIntentName(first, last int64) string { return fmt.Sprintf("roll-o%012d-%012d", first, last) }
 
@@ -99,8 +102,8 @@ func scanStage(dir string) (*partitionStage, error) {
 			if f, ok := parseRange(strings.TrimPrefix(name, "roll-o")); ok {
 				p.intent = &f
 			}
-		case strings.HasPrefix(name, "o") && strings.HasSuffix(name, ".parquet"):
-			if f, ok := parseRange(strings.TrimSuffix(strings.TrimPrefix(name, "o"), ".parquet")); ok {
+		case strings.HasPrefix(name, "o") && strings.HasSuffix(name, stagedSuffix):
+			if f, ok := parseRange(strings.TrimSuffix(strings.TrimPrefix(name, "o"), stagedSuffix)); ok {
 				files = append(files, f)
 			}
 		}
@@ -143,40 +146,12 @@ func parseRange(s string) (stagedFile, bool) {
 // returns once it is durable.
 func (s *Sink) stage(ctx context.Context, dir string, f stagedFile, rows []changeRow) (int64, error) {
 	n, err := s.writeParquet(ctx, dir, f.name(), func(w io.Writer) error {
-		return s.staged.write(w, rows)
+		return writeStaged(w, rows)
 	})
 	if err != nil {
 		return 0, err
 	}
 	return n, s.fs.SyncDir(dir)
-}
-
-// readStaged reads the rows of a staged file.
-func readStaged(path string) ([]changeRow, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	pf, err := pq.OpenFile(f, info.Size())
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	r := pq.NewGenericReader[changeRow](pf)
-	defer r.Close()
-	rows := make([]changeRow, pf.NumRows())
-	n, err := r.Read(rows)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(n) != pf.NumRows() {
-		return nil, fmt.Errorf("read %s: %d of %d rows", path, n, pf.NumRows())
-	}
-	return rows, nil
 }
 
 // partKey is one Hive partition of a tree.
@@ -239,8 +214,11 @@ func (s *Sink) roll(ctx context.Context, partition int32) (int, error) {
 			files = append(files, f)
 		}
 	}
+	// The changes are grouped, sorted and written one Hive partition at a
+	// time, then the data points derived from them the same way, so that a
+	// roll holds its rows once (about 200 bytes each) and not a copy per
+	// step.
 	changes := map[partKey][]changeRow{}
-	points := map[partKey][]dataPointRow{}
 	total := 0
 	for _, f := range files {
 		rows, err := readStaged(filepath.Join(dir, f.name()))
@@ -248,20 +226,17 @@ func (s *Sink) roll(ctx context.Context, partition int32) (int, error) {
 			return 0, err
 		}
 		for i := range rows {
-			r := &rows[i]
-			ck := partKey{r.Workspace, dayOf(arrowTimestamp(r.EventTime))}
-			changes[ck] = append(changes[ck], *r)
-			dp := dataPointOf(r)
-			dk := partKey{r.Workspace, dp.Day}
-			points[dk] = append(points[dk], dp)
+			ck := partKey{rows[i].Workspace, dayOf(arrowTimestamp(rows[i].EventTime))}
+			changes[ck] = append(changes[ck], rows[i])
 		}
 		total += len(rows)
 	}
 	name := fmt.Sprintf("part-p%04d-o%012d-%012d.parquet", partition, span.first, span.last)
 	dirs := map[string]struct{}{}
-	for _, k := range slices.SortedFunc(maps.Keys(changes), comparePartKey) {
+	keys := slices.SortedFunc(maps.Keys(changes), comparePartKey)
+	for _, k := range keys {
 		rows := changes[k]
-		slices.SortFunc(rows, func(a, b changeRow) int { return compareChanges(&a, &b) })
+		sortChanges(rows)
 		d := filepath.Join(s.cfg.Root, tableChanges, k.rel())
 		n, err := s.writeParquet(ctx, d, name, func(w io.Writer) error { return s.changes.write(w, rows) })
 		if err != nil {
@@ -270,9 +245,18 @@ func (s *Sink) roll(ctx context.Context, partition int32) (int, error) {
 		s.count(tableChanges, len(rows), n)
 		dirs[d] = struct{}{}
 	}
+	points := map[partKey][]dataPointRow{}
+	for _, k := range keys {
+		for i := range changes[k] {
+			dp := dataPointOf(&changes[k][i])
+			dk := partKey{dp.Workspace, dp.Day}
+			points[dk] = append(points[dk], dp)
+		}
+		delete(changes, k)
+	}
 	for _, k := range slices.SortedFunc(maps.Keys(points), comparePartKey) {
 		rows := points[k]
-		slices.SortFunc(rows, func(a, b dataPointRow) int { return compareDataPoints(&a, &b) })
+		sortDataPoints(rows)
 		d := filepath.Join(s.cfg.Root, tableDataPoints, k.rel())
 		n, err := s.writeParquet(ctx, d, name, func(w io.Writer) error { return s.dataPoints.write(w, rows) })
 		if err != nil {
@@ -280,6 +264,7 @@ func (s *Sink) roll(ctx context.Context, partition int32) (int, error) {
 		}
 		s.count(tableDataPoints, len(rows), n)
 		dirs[d] = struct{}{}
+		delete(points, k)
 	}
 	for _, d := range slices.Sorted(maps.Keys(dirs)) {
 		if err := s.fs.SyncDir(d); err != nil {

@@ -36,7 +36,7 @@ var docAsOf = time.Date(2024, 3, 2, 12, 0, 0, 0, time.UTC)
 
 // docQueries reads the named SQL blocks of docs/PARQUET.md, so that the
 // test runs exactly what the documentation tells a data engineer to run.
-func docQueries(t *testing.T) map[string]string {
+func docQueries(t testing.TB) map[string]string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "PARQUET.md"))
 	if err != nil {
