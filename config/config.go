@@ -171,7 +171,7 @@ func Default() Config {
 			MigrateOnStart: true,
 		},
 		Snapshots: Snapshots{Interval: 15 * time.Minute, Kept: 4},
-		Parquet:   Parquet{RollRows: 500_000, RollInterval: 5 * time.Minute},
+		Parquet:   Parquet{RollRows: 1_000_000, RollInterval: 5 * time.Minute},
 		Retention: Retention{Cutoff: "2010-01-01T00:00:00Z"},
 	}
 }

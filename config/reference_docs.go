@@ -58,7 +58,7 @@ func settingDocs() map[string]string {
 		"snapshots.interval": "Time between rounds of Parquet member-list snapshots of changed cohorts; negative turns timed rounds off.",
 		"snapshots.kept":     "Snapshots of each cohort kept on disk.",
 
-		"parquet.roll_rows":     "Acknowledged rows of one Kafka partition that wait in the staging area (`DATA_DIR/parquet/_staging`) before they are rolled into `changes/` and `datapoints/`, one file per Hive partition: the file size (Kafka Connect's `flush.size`, also per partition). A roll holds one partition's rows in memory, about 200 bytes each.",
+		"parquet.roll_rows":     "Acknowledged rows of one Kafka partition that wait in the staging area (`DATA_DIR/parquet/_staging`) before they are rolled into `changes/` and `datapoints/`, one file per Hive partition: the file size (Kafka Connect's `flush.size`, also per partition). A roll streams: it holds one row group (131,072 rows) per Hive partition it writes, whatever this is.",
 		"parquet.roll_interval": "Longest a staged row waits for its roll, so a slow stream still reaches the trees (Kafka Connect's `rotate.interval.ms`).",
 
 		"retention.cutoff": "RFC 3339 instant: records with an earlier event time are dropped and counted under `retention`.",

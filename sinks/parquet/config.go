@@ -34,8 +34,8 @@ type Config struct {
 	StaleTempAge time.Duration `yaml:"stale_temp_age"`
 	// RollRows is how many staged rows of one Kafka partition trigger its
 	// roll into the trees: the size of the files (Kafka Connect's
-	// flush.size, also per partition). A roll holds the rows it moves in
-	// memory, about 200 bytes each.
+	// flush.size, also per partition). A roll streams, holding one row
+	// group per Hive partition it writes, so this bounds no memory.
 	RollRows int `yaml:"roll_rows"`
 	// RollInterval is the longest a staged row waits for its roll, so a
 	// slow stream still shows up in the trees (rotate.interval.ms).
@@ -50,10 +50,10 @@ func DefaultConfig() Config {
 	return Config{
 		DictionaryMaxBytes: 1 << 20,
 		PageBufferBytes:    256 << 10,
-		MaxRowsPerRowGroup: 1 << 20,
+		MaxRowsPerRowGroup: 128 << 10,
 		StaleTempAge:       time.Hour,
 		SnapshotsKept:      4,
-		RollRows:           500_000,
+		RollRows:           1_000_000,
 		RollInterval:       5 * time.Minute,
 	}
 }

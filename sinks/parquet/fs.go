@@ -99,46 +99,84 @@ func WriteFileAtomic(ctx context.Context, fsys FS, dir, name string, write func(
 // writeFileNoDirSync is WriteFileAtomic without the final directory sync, so
 // that a batch of files sharing a directory syncs it once. The caller must
 // SyncDir(dir) before reporting the file durable.
-func writeFileNoDirSync(ctx context.Context, fsys FS, dir, name string, write func(io.Writer) error) (err error) {
-	if err := ctx.Err(); err != nil {
+func writeFileNoDirSync(ctx context.Context, fsys FS, dir, name string, write func(io.Writer) error) error {
+	p, err := createPending(ctx, fsys, dir, name)
+	if err != nil {
 		return err
+	}
+	if err := write(p); err != nil {
+		p.abort()
+		return fmt.Errorf("write %s: %w", p.final, err)
+	}
+	return p.commit()
+}
+
+// pendingFile is a file being written under its temporary name: commit
+// makes it durable under its final name (its directory still to be
+// synced), abort removes it.
+type pendingFile struct {
+	fsys       FS
+	final, tmp string
+	f          File
+	w          ctxWriter
+	n          int64
+}
+
+func createPending(ctx context.Context, fsys FS, dir, name string) (*pendingFile, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	if err := MkdirAllSync(fsys, dir); err != nil {
-		return err
+		return nil, err
 	}
-	final := filepath.Join(dir, name)
-	tmp := filepath.Join(dir, tempName(name))
-	f, err := fsys.CreateNew(tmp)
+	p := &pendingFile{fsys: fsys, final: filepath.Join(dir, name), tmp: filepath.Join(dir, tempName(name))}
+	f, err := fsys.CreateNew(p.tmp)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", tmp, err)
+		return nil, fmt.Errorf("create %s: %w", p.tmp, err)
 	}
+	p.f, p.w = f, ctxWriter{ctx: ctx, w: f}
+	return p, nil
+}
+
+func (p *pendingFile) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n += int64(n)
+	return n, err
+}
+
+// commit syncs, closes and renames the file into place. On an error the
+// temporary file is removed.
+func (p *pendingFile) commit() (err error) {
 	closed := false
 	defer func() {
 		if err == nil {
 			return
 		}
 		if !closed {
-			_ = f.Close() // the first error is the one to report
+			_ = p.f.Close() // the first error is the one to report
 		}
-		if rerr := fsys.Remove(tmp); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		if rerr := p.fsys.Remove(p.tmp); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 			err = errors.Join(err, fmt.Errorf("remove temporary file: %w", rerr))
 		}
 	}()
-	if err := write(&ctxWriter{ctx: ctx, w: f}); err != nil {
-		return fmt.Errorf("write %s: %w", final, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", final, err)
+	if err := p.f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", p.final, err)
 	}
 	closed = true
 	// Close can report a deferred write error (NFS), so it is checked too.
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", final, err)
+	if err := p.f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", p.final, err)
 	}
-	if err := fsys.Rename(tmp, final); err != nil {
-		return fmt.Errorf("rename to %s: %w", final, err)
+	if err := p.fsys.Rename(p.tmp, p.final); err != nil {
+		return fmt.Errorf("rename to %s: %w", p.final, err)
 	}
 	return nil
+}
+
+// abort closes and removes the temporary file.
+func (p *pendingFile) abort() {
+	_ = p.f.Close()
+	_ = p.fsys.Remove(p.tmp)
 }
 
 // MkdirAllSync creates dir and any missing parents. Each directory it creates

@@ -146,17 +146,22 @@ const (
 )
 
 func (t *tableWriter[T]) write(out io.Writer, rows []T) error {
-	// Each column allocates its whole page buffer up front, which costs
-	// more than the encoding of a file of a few hundred rows; such a file
-	// gets a buffer sized to its rows instead. It depends on the row count
-	// only, so a rewrite still produces the same bytes.
-	page := min(t.pageBytes, max(minPageBytes, len(rows)*pageBytesPerRow))
-	opts := append(t.opts[:len(t.opts):len(t.opts)], pq.PageBufferSize(page))
-	w := pq.NewGenericWriter[T](out, opts...)
+	w := t.newWriter(out, len(rows))
 	if _, err := w.Write(rows); err != nil {
 		return err
 	}
 	return w.Close()
+}
+
+// newWriter returns a writer for a file whose first row group has rows
+// rows. Each column allocates its whole page buffer up front, which costs
+// more than the encoding of a file of a few hundred rows; such a file gets
+// a buffer sized to its rows instead. It depends on the row count only, so
+// a rewrite still produces the same bytes.
+func (t *tableWriter[T]) newWriter(out io.Writer, rows int) *pq.GenericWriter[T] {
+	page := min(t.pageBytes, max(minPageBytes, rows*pageBytesPerRow))
+	opts := append(t.opts[:len(t.opts):len(t.opts)], pq.PageBufferSize(page))
+	return pq.NewGenericWriter[T](out, opts...)
 }
 
 // New returns a sink writing under cfg.Root (zero fields take their

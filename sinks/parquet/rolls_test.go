@@ -1,6 +1,7 @@
 package parquet
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -318,6 +319,75 @@ func TestInterruptedRollResumes(t *testing.T) {
 	for _, e := range entries {
 		if e.Name() != rolledName {
 			t.Errorf("staging area still holds %s", e.Name())
+		}
+	}
+}
+
+// TestRollWritesSortedRowGroups: a roll larger than a row group streams
+// several row groups into one file per partition, each sorted on its own
+// and declaring its sorting columns, and the file holds every row once.
+func TestRollWritesSortedRowGroups(t *testing.T) {
+	t.Parallel()
+	ctx := testkit.DetachedContext(t, 60*time.Second)
+	spec := defaultSpec()
+	spec.workspaces = []string{"acme"}
+	spec.days = 1
+	spec.start = time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)
+	spec.partitions = map[int]pipeline.OffsetRange{0: {First: 0, Last: 99}}
+	changes := generate(spec)
+	root := t.TempDir()
+	s, err := New(Config{Root: root, MaxRowsPerRowGroup: 128}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	// Two batches, so the roll reads two staged files.
+	a, pa := between(changes, 0, 0, 49)
+	b, pb := between(changes, 0, 50, 99)
+	if err := s.Write(ctx, buildOutput(t, a, pa)); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAndRoll(ctx, s, buildOutput(t, b, pb)); err != nil {
+		t.Fatal(err)
+	}
+	files := listFiles(t, root)
+	if len(files) != 2 {
+		t.Fatalf("%d files, want one per tree: %v", len(files), slices.Sorted(maps.Keys(files)))
+	}
+	for rel := range files {
+		f := openArrow(t, filepath.Join(root, rel))
+		md := f.rdr.MetaData()
+		if want := (len(changes) + 127) / 128; md.NumRowGroups() != want {
+			t.Errorf("%s: %d row groups, want %d", rel, md.NumRowGroups(), want)
+		}
+		if !slicesHasPrefix(rel, tableChanges) {
+			continue
+		}
+		got := readChanges(t, f)
+		if len(got) != len(changes) {
+			t.Fatalf("%s: %d rows, want %d", rel, len(got), len(changes))
+		}
+		start := 0
+		for g := range md.NumRowGroups() {
+			n := int(md.RowGroup(g).NumRows())
+			group := got[start : start+n]
+			if !slices.IsSortedFunc(group, func(x, y schemas.ResolvedChange) int {
+				return cmp.Or(strings.Compare(x.Partner, y.Partner), strings.Compare(x.CohortID, y.CohortID),
+					strings.Compare(x.UserID, y.UserID), cmp.Compare(x.Version, y.Version))
+			}) {
+				t.Errorf("%s: row group %d is not sorted", rel, g)
+			}
+			if len(md.RowGroup(g).SortingColumns()) != 4 {
+				t.Errorf("%s: row group %d declares %d sorting columns", rel, g, len(md.RowGroup(g).SortingColumns()))
+			}
+			start += n
+		}
+		want := slices.Clone(changes)
+		key := func(c schemas.ResolvedChange) string { return fmt.Sprintf("%s/%d", c.RecordID, c.Position) }
+		slices.SortFunc(want, func(x, y schemas.ResolvedChange) int { return strings.Compare(key(x), key(y)) })
+		slices.SortFunc(got, func(x, y schemas.ResolvedChange) int { return strings.Compare(key(x), key(y)) })
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: the rows differ from the batches", rel)
 		}
 	}
 }

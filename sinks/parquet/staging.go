@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	pq "github.com/parquet-go/parquet-go"
 )
 
 // The staging area holds what the sink acknowledged but has not rolled into
@@ -214,11 +216,17 @@ func (s *Sink) roll(ctx context.Context, partition int32) (int, error) {
 			files = append(files, f)
 		}
 	}
-	// The changes are grouped, sorted and written one Hive partition at a
-	// time, then the data points derived from them the same way, so that a
-	// roll holds its rows once (about 200 bytes each) and not a copy per
-	// step.
-	changes := map[partKey][]changeRow{}
+	// The roll streams: staged files are read one at a time, and each
+	// Hive partition's rows go out as row groups of MaxRowsPerRowGroup rows,
+	// each sorted on its own (the sorting columns are per row group). A
+	// roll holds at most a row group per open partition, whatever
+	// RollRows is, so files can be as large as engines like them.
+	name := fmt.Sprintf("part-p%04d-o%012d-%012d.parquet", partition, span.first, span.last)
+	chunk := int(s.cfg.MaxRowsPerRowGroup)
+	changes := newTreeOut(s, tableChanges, name, &s.changes, chunk, sortChanges)
+	points := newTreeOut(s, tableDataPoints, name, &s.dataPoints, chunk, sortDataPoints)
+	defer changes.abort()
+	defer points.abort()
 	total := 0
 	for _, f := range files {
 		rows, err := readStaged(filepath.Join(dir, f.name()))
@@ -226,45 +234,23 @@ func (s *Sink) roll(ctx context.Context, partition int32) (int, error) {
 			return 0, err
 		}
 		for i := range rows {
-			ck := partKey{rows[i].Workspace, dayOf(arrowTimestamp(rows[i].EventTime))}
-			changes[ck] = append(changes[ck], rows[i])
+			r := &rows[i]
+			if err := changes.add(ctx, partKey{r.Workspace, dayOf(arrowTimestamp(r.EventTime))}, *r); err != nil {
+				return 0, err
+			}
+			dp := dataPointOf(r)
+			if err := points.add(ctx, partKey{dp.Workspace, dp.Day}, dp); err != nil {
+				return 0, err
+			}
 		}
 		total += len(rows)
 	}
-	name := fmt.Sprintf("part-p%04d-o%012d-%012d.parquet", partition, span.first, span.last)
 	dirs := map[string]struct{}{}
-	keys := slices.SortedFunc(maps.Keys(changes), comparePartKey)
-	for _, k := range keys {
-		rows := changes[k]
-		sortChanges(rows)
-		d := filepath.Join(s.cfg.Root, tableChanges, k.rel())
-		n, err := s.writeParquet(ctx, d, name, func(w io.Writer) error { return s.changes.write(w, rows) })
-		if err != nil {
-			return 0, err
-		}
-		s.count(tableChanges, len(rows), n)
-		dirs[d] = struct{}{}
+	if err := changes.finish(ctx, dirs); err != nil {
+		return 0, err
 	}
-	points := map[partKey][]dataPointRow{}
-	for _, k := range keys {
-		for i := range changes[k] {
-			dp := dataPointOf(&changes[k][i])
-			dk := partKey{dp.Workspace, dp.Day}
-			points[dk] = append(points[dk], dp)
-		}
-		delete(changes, k)
-	}
-	for _, k := range slices.SortedFunc(maps.Keys(points), comparePartKey) {
-		rows := points[k]
-		sortDataPoints(rows)
-		d := filepath.Join(s.cfg.Root, tableDataPoints, k.rel())
-		n, err := s.writeParquet(ctx, d, name, func(w io.Writer) error { return s.dataPoints.write(w, rows) })
-		if err != nil {
-			return 0, err
-		}
-		s.count(tableDataPoints, len(rows), n)
-		dirs[d] = struct{}{}
-		delete(points, k)
+	if err := points.finish(ctx, dirs); err != nil {
+		return 0, err
 	}
 	for _, d := range slices.Sorted(maps.Keys(dirs)) {
 		if err := s.fs.SyncDir(d); err != nil {
@@ -374,4 +360,101 @@ func (s *Sink) recoverStaging() error {
 		s.due[p] = d
 	}
 	return nil
+}
+
+// treeOut writes the files of one tree that a roll produces: one per Hive
+// partition, each a pending file that finish commits.
+type treeOut[T any] struct {
+	s      *Sink
+	table  string
+	name   string
+	writer *tableWriter[T]
+	chunk  int
+	sort   func([]T)
+	files  map[partKey]*treeFile[T]
+}
+
+type treeFile[T any] struct {
+	file *pendingFile
+	w    *pq.GenericWriter[T]
+	buf  []T
+	rows int
+}
+
+func newTreeOut[T any](s *Sink, table, name string, w *tableWriter[T], chunk int, sort func([]T)) *treeOut[T] {
+	return &treeOut[T]{s: s, table: table, name: name, writer: w, chunk: max(chunk, 1), sort: sort, files: map[partKey]*treeFile[T]{}}
+}
+
+func (t *treeOut[T]) add(ctx context.Context, k partKey, row T) error {
+	f := t.files[k]
+	if f == nil {
+		f = &treeFile[T]{}
+		t.files[k] = f
+	}
+	f.buf = append(f.buf, row)
+	if len(f.buf) >= t.chunk {
+		return t.flush(ctx, k, f)
+	}
+	return nil
+}
+
+// flush writes f's buffered rows as one sorted row group.
+func (t *treeOut[T]) flush(ctx context.Context, k partKey, f *treeFile[T]) error {
+	if len(f.buf) == 0 {
+		return nil
+	}
+	if f.w == nil {
+		p, err := createPending(ctx, t.s.fs, filepath.Join(t.s.cfg.Root, t.table, k.rel()), t.name)
+		if err != nil {
+			return err
+		}
+		f.file = p
+		f.w = t.writer.newWriter(p, len(f.buf))
+	}
+	t.sort(f.buf)
+	if _, err := f.w.Write(f.buf); err != nil {
+		return fmt.Errorf("write %s: %w", f.file.final, err)
+	}
+	if err := f.w.Flush(); err != nil {
+		return fmt.Errorf("write %s: %w", f.file.final, err)
+	}
+	f.rows += len(f.buf)
+	clear(f.buf)
+	f.buf = f.buf[:0]
+	return nil
+}
+
+// finish writes what is buffered and commits every file, adding their
+// folders to dirs, which the caller syncs.
+func (t *treeOut[T]) finish(ctx context.Context, dirs map[string]struct{}) error {
+	for _, k := range slices.SortedFunc(maps.Keys(t.files), comparePartKey) {
+		f := t.files[k]
+		if err := t.flush(ctx, k, f); err != nil {
+			return err
+		}
+		if f.w == nil {
+			continue
+		}
+		if err := f.w.Close(); err != nil {
+			return fmt.Errorf("write %s: %w", f.file.final, err)
+		}
+		if err := f.file.commit(); err != nil {
+			f.file = nil // commit removed it
+			return err
+		}
+		t.s.count(t.table, f.rows, f.file.n)
+		dirs[filepath.Dir(f.file.final)] = struct{}{}
+		f.file = nil
+	}
+	return nil
+}
+
+// abort removes the files not committed.
+func (t *treeOut[T]) abort() {
+	for _, f := range t.files {
+		if f.file != nil {
+			f.file.abort()
+			f.file = nil
+		}
+	}
 }
