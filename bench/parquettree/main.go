@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -48,7 +49,11 @@ func run() error {
 	rollRows := flag.Int("roll-rows", 0, "parquet.roll_rows (0: the default)")
 	keep := flag.String("keep", "", "write into this directory and keep it")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	heapAt := flag.String("heapprofile", "", "write a heap profile at the peak of the heap in use to this file")
 	flag.Parse()
+	if *heapAt != "" {
+		go peakHeap(*heapAt)
+	}
 	if *profile != "" {
 		f, err := os.Create(*profile)
 		if err != nil {
@@ -119,7 +124,12 @@ func run() error {
 			return err
 		}
 	}
+	// Everything into the trees before measuring them (Close alone rolls
+	// for a bounded time only).
 	start := time.Now()
+	if err := sink.Flush(ctx); err != nil {
+		return err
+	}
 	if err := sink.Close(); err != nil {
 		return err
 	}
@@ -173,4 +183,22 @@ func cpuSeconds() float64 {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// peakHeap rewrites a heap profile to path whenever the heap in use reaches
+// a new high, so the profile shows what held memory at the peak.
+func peakHeap(path string) {
+	var peak uint64
+	for range time.Tick(100 * time.Millisecond) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		if ms.HeapInuse <= peak+peak/10 {
+			continue
+		}
+		peak = ms.HeapInuse
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.Lookup("heap").WriteTo(f, 0)
+			_ = f.Close()
+		}
+	}
 }

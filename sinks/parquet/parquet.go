@@ -116,6 +116,12 @@ type Sink struct {
 	rolls      uint64
 	rowBuf     []changeRow
 
+	// rollMu keeps rolls one at a time. A roll does not hold mu: batches
+	// go on being staged while it runs, into its partition too (its intent
+	// fixes which staged files it covers).
+	rollMu sync.Mutex
+	// kick wakes the roller when a batch made a partition due by size.
+	kick      chan struct{}
 	stopTimer context.CancelFunc
 	timerDone chan struct{}
 
@@ -231,7 +237,7 @@ func New(cfg Config, opts Options) (*Sink, error) {
 	}
 	s.m.staged.Set(float64(s.stagedRows))
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stopTimer, s.timerDone = cancel, make(chan struct{})
+	s.stopTimer, s.timerDone, s.kick = cancel, make(chan struct{}), make(chan struct{}, 1)
 	go s.rollTimer(ctx)
 	return s, nil
 }
@@ -279,14 +285,16 @@ func (s *Sink) Name() string { return "parquet" }
 // Root is the directory the sink writes under.
 func (s *Sink) Root() string { return s.cfg.Root }
 
-// closeRollTimeout bounds the roll Close does, so that a stuck disk cannot
-// hold a shutdown: what is not rolled stays staged and is rolled after the
-// next start.
-const closeRollTimeout = time.Minute
+// closeRollTimeout bounds the roll Close does, so that a large stage or a
+// stuck disk cannot hold a shutdown past a pod's grace period: what is not
+// rolled stays staged, durable, and is rolled after the next start. Callers
+// that want everything in the trees (a backfill's end, compact) Flush first.
+const closeRollTimeout = 20 * time.Second
 
-// Close waits for a write in progress, rolls what is staged into the trees,
-// and refuses later writes. Every successful write is durable already; a
-// roll that fails here leaves its rows staged for the next start.
+// Close waits for a write in progress, rolls what is staged into the trees
+// (for at most closeRollTimeout), and refuses later writes. Every
+// successful write is durable already; what is not rolled here stays staged
+// for the next start, and Close reports it.
 func (s *Sink) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -297,11 +305,11 @@ func (s *Sink) Close() error {
 	s.mu.Unlock()
 	s.stopTimer()
 	<-s.timerDone
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), closeRollTimeout)
 	defer cancel()
 	rollErr := s.rollDue(ctx, true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.m.unregister()
 	var errs []error
 	if rollErr != nil {
@@ -341,13 +349,6 @@ func (s *Sink) Write(ctx context.Context, out *pipeline.Output) error {
 	}
 	start := time.Now()
 	err := s.write(ctx, out)
-	if err == nil {
-		// The batch is durable whatever the roll does: a failed roll is
-		// logged, counted and tried again, and does not fail the batch.
-		if rerr := s.rollDue(ctx, false); rerr != nil {
-			s.rollFailed(ctx, rerr)
-		}
-	}
 	s.m.duration.Observe(time.Since(start).Seconds())
 	s.record(ctx, err, "batch not written")
 	if err != nil {
@@ -360,8 +361,9 @@ func (s *Sink) Write(ctx context.Context, out *pipeline.Output) error {
 // wants its files in place when it ends, and for tests.
 func (s *Sink) Flush(ctx context.Context) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
 		return ErrClosed
 	}
 	err := s.rollDue(ctx, true)
@@ -410,38 +412,57 @@ func (s *Sink) rollTimer(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.kick:
 		}
-		s.mu.Lock()
-		if !s.closed {
-			if err := s.rollDue(ctx, false); err != nil && ctx.Err() == nil {
-				s.rollFailed(ctx, err)
-			}
+		if err := s.rollDue(ctx, false); err != nil && ctx.Err() == nil {
+			s.rollFailed(ctx, err)
 		}
-		s.mu.Unlock()
 	}
 }
 
 // rollDue rolls the partitions that have RollRows rows staged or whose
 // oldest staged row has waited RollInterval, or every staged partition when
 // all is set. A file holds one Kafka partition's rows (as Kafka Connect's
-// do), so the size is counted per partition; a roll reads one partition's
-// staged rows into memory at a time. Called with mu held.
+// do), so the size is counted per partition. It runs on the roller's
+// goroutine (or in Flush and Close), not in Write: a roll of a million rows
+// takes seconds, which the stream does not wait for. Called without mu.
 func (s *Sink) rollDue(ctx context.Context, all bool) error {
+	s.mu.Lock()
 	now := s.now()
-	var errs []error
-	for _, p := range slices.Sorted(maps.Keys(s.due)) {
-		d := s.due[p]
-		if !all && d.rows < s.cfg.RollRows && now.Sub(d.since) < s.cfg.RollInterval {
-			continue
+	var parts []int32
+	for p, d := range s.due {
+		if all || d.rows >= s.cfg.RollRows || now.Sub(d.since) >= s.cfg.RollInterval {
+			parts = append(parts, p)
 		}
-		if _, err := s.roll(ctx, p); err != nil {
+	}
+	s.mu.Unlock()
+	slices.Sort(parts)
+	var errs []error
+	for _, p := range parts {
+		s.rollMu.Lock()
+		started := s.now()
+		n, err := s.roll(ctx, p)
+		s.rollMu.Unlock()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("roll partition %d: %w", p, err))
 			continue
 		}
-		delete(s.due, p)
-		s.stagedRows = max(0, s.stagedRows-d.rows)
+		s.mu.Lock()
+		if d := s.due[p]; d != nil {
+			// Rows staged while the roll ran are still staged; they are
+			// no older than its start.
+			left := d.rows - n
+			s.stagedRows -= min(n, d.rows)
+			if left <= 0 {
+				delete(s.due, p)
+			} else {
+				d.rows, d.since = left, started
+			}
+		}
 		s.rolls++
+		s.mu.Unlock()
 	}
+	s.mu.Lock()
 	if len(s.due) == 0 {
 		s.stagedRows = 0
 		// Nothing is staged, so every day the index forgets can be read
@@ -449,6 +470,7 @@ func (s *Sink) rollDue(ctx context.Context, all bool) error {
 		s.seen.evict(seenDaysKept)
 	}
 	s.m.staged.Set(float64(s.stagedRows))
+	s.mu.Unlock()
 	return errors.Join(errs...)
 }
 
@@ -584,6 +606,12 @@ func (s *Sink) stagePartition(ctx context.Context, cols *changeCols, p int32, r 
 	}
 	d.rows += len(kept)
 	s.stagedRows += len(kept)
+	if d.rows >= s.cfg.RollRows {
+		select {
+		case s.kick <- struct{}{}:
+		default: // the roller is awake already
+		}
+	}
 	s.m.staged.Set(float64(s.stagedRows))
 	s.m.skipped.WithLabelValues(skipRedelivered).Add(float64(redelivered))
 	s.m.skipped.WithLabelValues(skipAlreadyWritten).Add(float64(already))

@@ -183,8 +183,9 @@ func TestRollBySizeAndTime(t *testing.T) {
 		if err := s.Write(ctx, buildOutput(t, changes, spec.partitions)); err != nil {
 			t.Fatal(err)
 		}
-		// Partition 0 reached 100 staged rows and rolled; partition 3 has
-		// 50 and waits.
+		// Partition 0 reached 100 staged rows and rolls (on the roller's
+		// goroutine, not in Write); partition 3 has 50 and waits.
+		waitFor(t, "partition 0's roll", func() bool { return testutil.ToFloat64(s.m.staged) == 50 })
 		for rel := range listFiles(t, root) {
 			if !strings.Contains(rel, "part-p0000-o000000000100-000000000119") {
 				t.Errorf("unexpected file %s", rel)
@@ -219,18 +220,9 @@ func TestRollBySizeAndTime(t *testing.T) {
 			t.Fatalf("%d files before RollInterval passed", n)
 		}
 		now.Add(int64(2 * time.Second))
-		deadline := time.Now().Add(20 * time.Second)
-		for len(listFiles(t, root)) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("no roll within 20 s of RollInterval passing")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		s.mu.Lock()
-		staged := s.stagedRows
-		s.mu.Unlock()
-		if staged != 0 {
-			t.Errorf("%d rows still staged after the timed roll", staged)
+		waitFor(t, "the timed roll", func() bool { return testutil.ToFloat64(s.m.staged) == 0 })
+		if keys, _ := treeRows(t, root, tableDataPoints); len(keys) != len(changes) {
+			t.Errorf("%d rows in datapoints/ after the timed roll, want %d", len(keys), len(changes))
 		}
 	})
 }
@@ -389,5 +381,17 @@ func TestRollWritesSortedRowGroups(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%s: the rows differ from the batches", rel)
 		}
+	}
+}
+
+// waitFor polls cond for up to 20 s: rolls run on the sink's own goroutine.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 20 s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
