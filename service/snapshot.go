@@ -37,7 +37,9 @@ func SnapshotNow(ctx context.Context, cfg config.Config, sel snapshot.Selection)
 		return nil, err
 	}
 	defer record.Close()
-	pq, err := parquet.New(parquetConfig(cfg), parquet.Options{})
+	// A server may be writing the trees (with ClickHouse as the state of
+	// record nothing else stops this command): snapshots only, no rolls.
+	pq, err := parquet.New(parquetConfig(cfg), parquet.Options{SnapshotsOnly: true})
 	if err != nil {
 		return nil, err
 	}

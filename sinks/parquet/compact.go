@@ -77,8 +77,18 @@ func Compact(ctx context.Context, cfg Config, log *slog.Logger) (CompactStats, e
 	if err := cfg.Validate(); err != nil {
 		return st, fmt.Errorf("parquet compact: invalid configuration: %w", err)
 	}
+	// The tree's lock first, exclusive: a server must not be writing, and
+	// the staged rows rolled next must be nobody else's to roll.
+	if err := MkdirAllSync(OSFS(), cfg.Root); err != nil {
+		return st, fmt.Errorf("parquet compact: %w", err)
+	}
+	lock, err := lockTree(cfg.Root, true)
+	if err != nil {
+		return st, fmt.Errorf("parquet compact: %w", err)
+	}
+	defer lock.release()
 	// Rows a crash left staged belong in the trees before they are rewritten.
-	s, err := New(cfg, Options{Logger: log})
+	s, err := open(cfg, Options{Logger: log}, lock)
 	if err != nil {
 		return st, fmt.Errorf("parquet compact: %w", err)
 	}
@@ -86,11 +96,6 @@ func Compact(ctx context.Context, cfg Config, log *slog.Logger) (CompactStats, e
 	if err := errors.Join(flushErr, s.Close()); err != nil {
 		return st, fmt.Errorf("parquet compact: roll the staged rows: %w", err)
 	}
-	lock, err := lockTree(cfg.Root, true)
-	if err != nil {
-		return st, fmt.Errorf("parquet compact: %w", err)
-	}
-	defer lock.release()
 	codec, err := newZstdCodec()
 	if err != nil {
 		return st, fmt.Errorf("parquet compact: %w", err)

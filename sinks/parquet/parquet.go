@@ -88,6 +88,11 @@ type Options struct {
 	FS FS
 	// Now is the clock of the roll timer and the snapshots; nil is time.Now.
 	Now func() time.Time
+	// SnapshotsOnly opens the sink for WriteSnapshot alone, beside a
+	// server that writes the trees (`cohortsync snapshot` without
+	// --server): it neither reads nor rolls the staging area, and Write
+	// refuses batches.
+	SnapshotsOnly bool
 }
 
 // Sink writes pipeline outputs as Parquet files. Writes are serialised; it
@@ -99,7 +104,9 @@ type Sink struct {
 	m     *metrics
 	codec *zstdCodec
 	now   func() time.Time
-	lock  *treeLock
+	lock  *treeLock // nil when the caller holds it
+	// snapshotsOnly: see Options.SnapshotsOnly.
+	snapshotsOnly bool
 
 	// mu serialises writes and rolls and guards the fields below.
 	mu     sync.Mutex
@@ -176,6 +183,12 @@ func (t *tableWriter[T]) newWriter(out io.Writer, rows int) *pq.GenericWriter[T]
 // timer. It fails with ErrTreeLocked while `cohortsync parquet compact`
 // rewrites the tree.
 func New(cfg Config, opts Options) (*Sink, error) {
+	return open(cfg, opts, nil)
+}
+
+// open is New; held, when not nil, is the tree's lock taken by the caller
+// (a compaction, which holds it exclusive).
+func open(cfg Config, opts Options, held *treeLock) (*Sink, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("parquet sink: invalid configuration: %w", err)
@@ -200,37 +213,51 @@ func New(cfg Config, opts Options) (*Sink, error) {
 	if err := MkdirAllSync(fsys, cfg.Root); err != nil {
 		return nil, fmt.Errorf("parquet sink: %w", err)
 	}
-	lock, err := lockTree(cfg.Root, false)
-	if err != nil {
-		return nil, fmt.Errorf("parquet sink: %w", err)
+	lock := held
+	if lock == nil {
+		var err error
+		if lock, err = lockTree(cfg.Root, false); err != nil {
+			return nil, fmt.Errorf("parquet sink: %w", err)
+		}
+	}
+	// A lock the caller holds is the caller's to release.
+	release := func() {
+		if held == nil {
+			lock.release()
+		}
 	}
 	if cfg.StaleTempAge > 0 {
 		n, err := sweepTemp(fsys, cfg.Root, cfg.StaleTempAge, time.Now())
 		if err != nil {
-			lock.release()
+			release()
 			return nil, fmt.Errorf("parquet sink: %w", err)
 		}
 		if n > 0 {
 			log.Info("removed temporary files left by an interrupted write", "count", n, "root", cfg.Root)
 		}
 	}
-	s := &Sink{cfg: cfg, fs: fsys, log: log, now: now, lock: lock, seen: newSeenIndex(cfg.Root), due: map[int32]*dueRows{}}
+	s := &Sink{cfg: cfg, fs: fsys, log: log, now: now, seen: newSeenIndex(cfg.Root), due: map[int32]*dueRows{}, snapshotsOnly: opts.SnapshotsOnly}
+	if held == nil {
+		s.lock = lock
+	}
 	codec, err := newZstdCodec()
 	if err != nil {
-		lock.release()
+		release()
 		return nil, fmt.Errorf("parquet sink: %w", err)
 	}
 	s.codec = codec
 	fail := func(err error) (*Sink, error) {
 		_ = codec.close()
-		lock.release()
+		release()
 		return nil, fmt.Errorf("parquet sink: %w", err)
 	}
 	if err := s.setupWriters(); err != nil {
 		return fail(err)
 	}
-	if err := s.recoverStaging(); err != nil {
-		return fail(fmt.Errorf("read the staging area: %w", err))
+	if !s.snapshotsOnly {
+		if err := s.recoverStaging(); err != nil {
+			return fail(fmt.Errorf("read the staging area: %w", err))
+		}
 	}
 	if s.m, err = newMetrics(reg); err != nil {
 		return fail(fmt.Errorf("metrics: %w", err))
@@ -347,6 +374,9 @@ func (s *Sink) Write(ctx context.Context, out *pipeline.Output) error {
 	if s.closed {
 		return ErrClosed
 	}
+	if s.snapshotsOnly {
+		return fmt.Errorf("parquet sink: %w", inputError{errors.New("opened for snapshots only: batches go through the server")})
+	}
 	start := time.Now()
 	err := s.write(ctx, out)
 	s.m.duration.Observe(time.Since(start).Seconds())
@@ -447,15 +477,21 @@ func (s *Sink) rollDue(ctx context.Context, all bool) error {
 			errs = append(errs, fmt.Errorf("roll partition %d: %w", p, err))
 			continue
 		}
+		// Another instance may have rolled some of the partition's rows
+		// (after a rebalance): what the folder still holds decides.
+		st, serr := scanStage(s.stageDir(p))
 		s.mu.Lock()
 		if d := s.due[p]; d != nil {
-			// Rows staged while the roll ran are still staged; they are
-			// no older than its start.
 			left := d.rows - n
-			s.stagedRows -= min(n, d.rows)
+			if serr == nil && len(st.files) == 0 && st.intent == nil {
+				left = 0
+			}
+			s.stagedRows -= d.rows - max(left, 0)
 			if left <= 0 {
 				delete(s.due, p)
 			} else {
+				// Rows staged while the roll ran are still staged; they
+				// are no older than its start.
 				d.rows, d.since = left, started
 			}
 		}

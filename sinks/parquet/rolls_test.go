@@ -395,3 +395,32 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSnapshotsOnlyLeavesTheStageAlone: a sink opened for snapshots beside
+// a server neither rolls the server's staged rows nor accepts batches.
+func TestSnapshotsOnlyLeavesTheStageAlone(t *testing.T) {
+	t.Parallel()
+	ctx := testkit.DetachedContext(t, 30*time.Second)
+	spec := smallSpec()
+	root := t.TempDir()
+	server := newTestSink(t, root, Options{})
+	if err := server.Write(ctx, buildOutput(t, generate(spec), spec.partitions)); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := New(Config{Root: root}, Options{SnapshotsOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Write(ctx, buildOutput(t, generate(spec), spec.partitions)); err == nil {
+		t.Error("a snapshots-only sink accepted a batch")
+	}
+	if err := snap.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if files := listFiles(t, root); len(files) != 0 {
+		t.Fatalf("the snapshots-only sink rolled the server's staged rows: %v", slices.Sorted(maps.Keys(files)))
+	}
+	if got := testutil.ToFloat64(server.m.staged); got == 0 {
+		t.Error("the server's rows are no longer staged")
+	}
+}
