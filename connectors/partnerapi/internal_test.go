@@ -120,8 +120,8 @@ func FuzzParse(f *testing.F) {
 	}
 	now := time.Date(2024, 11, 5, 9, 30, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		fields, ok := decodeObject(body)
-		if !ok {
+		fields, msg := decodeObject(body)
+		if msg != "" {
 			return
 		}
 		check := func(p schemas.Payload) {

@@ -33,6 +33,30 @@ func newWorkspaceLimiter(perHour, burst int) *workspaceLimiter {
 	}
 }
 
+// quota is what the X-RateLimit-* headers tell a partner about its
+// workspace's bucket, as Braze's API does on every response.
+type quota struct {
+	limit     int       // requests per hour (X-RateLimit-Limit)
+	remaining int       // requests that may be sent at once now (X-RateLimit-Remaining)
+	reset     time.Time // when the bucket is full again (X-RateLimit-Reset, unix seconds)
+}
+
+// quotaAt reads workspace's bucket at now without taking from it.
+func (l *workspaceLimiter) quotaAt(workspace string, now time.Time, perHour int) quota {
+	l.mu.Lock()
+	b := l.buckets[workspace]
+	l.mu.Unlock()
+	tokens := float64(l.burst)
+	if b != nil {
+		tokens = b.TokensAt(now)
+	}
+	q := quota{limit: perHour, remaining: max(0, int(math.Floor(tokens))), reset: now}
+	if missing := float64(l.burst) - tokens; missing > 0 && l.limit > 0 {
+		q.reset = now.Add(time.Duration(math.Ceil(missing / float64(l.limit) * float64(time.Second))))
+	}
+	return q
+}
+
 // allow takes one token of workspace at now. When none is left it returns
 // false and how long until one will be.
 func (l *workspaceLimiter) allow(workspace string, now time.Time) (bool, time.Duration) {

@@ -20,9 +20,9 @@ func (e *BodyError) Error() string { return e.Message }
 // body. Credentials (partner_api_key, client_secret) are not looked at:
 // callers outside the HTTP path have authenticated the input another way.
 func ParseCohortBody(body []byte) (schemas.CohortPayload, error) {
-	f, ok := decodeObject(body)
-	if !ok {
-		return schemas.CohortPayload{}, &BodyError{Message: msgNotObject}
+	f, msg := decodeObject(body)
+	if msg != "" {
+		return schemas.CohortPayload{}, &BodyError{Message: msg}
 	}
 	p, msg := parseCohort(f)
 	if msg != "" {
@@ -34,9 +34,9 @@ func ParseCohortBody(body []byte) (schemas.CohortPayload, error) {
 // ParseChangesBody applies the checks of POST /partners/{p}/cohorts/users
 // to a body, the 1,000-id limit included. Credentials are not looked at.
 func ParseChangesBody(body []byte) (schemas.CohortChangesPayload, error) {
-	f, ok := decodeObject(body)
-	if !ok {
-		return schemas.CohortChangesPayload{}, &BodyError{Message: msgNotObject}
+	f, msg := decodeObject(body)
+	if msg != "" {
+		return schemas.CohortChangesPayload{}, &BodyError{Message: msg}
 	}
 	p, _, msg := parseChanges(f)
 	if msg != "" {

@@ -184,8 +184,16 @@ func (a *API) handler(ep endpoint) http.Handler {
 	duration := a.metrics.duration.WithLabelValues(ep.name)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rep := a.process(ep, w, r)
+		var q *quota
+		rep := a.process(ep, w, r, &q)
 		h := w.Header()
+		if q != nil {
+			// Known once the request is authenticated: the bucket is
+			// the workspace's.
+			h.Set("X-RateLimit-Limit", strconv.Itoa(q.limit))
+			h.Set("X-RateLimit-Remaining", strconv.Itoa(q.remaining))
+			h.Set("X-RateLimit-Reset", strconv.FormatInt(q.reset.Unix(), 10))
+		}
 		if rep.json {
 			h.Set("Content-Type", "application/json")
 		} else {
@@ -205,23 +213,24 @@ func (a *API) handler(ep endpoint) http.Handler {
 }
 
 // process runs the checks in the documented order and lands the request.
-func (a *API) process(ep endpoint, w http.ResponseWriter, r *http.Request) reply {
+// Once the request is authenticated it sets *q to the workspace's quota.
+func (a *API) process(ep endpoint, w http.ResponseWriter, r *http.Request, q **quota) reply {
 	partner := r.PathValue("partner")
 	log := a.log.With(slog.String("endpoint", ep.name), slog.String("partner", clip(partner)))
 
-	if !isJSONContentType(r.Header.Get("Content-Type")) {
+	if msg := contentTypeProblem(r.Header.Get("Content-Type")); msg != "" {
 		log.Debug("request refused", slog.String("reason", "content type"))
-		return textReply(http.StatusBadRequest, msgContentType)
+		return textReply(http.StatusBadRequest, msg)
 	}
 	body, rep, ok := a.readBody(w, r)
 	if !ok {
 		log.Debug("request refused", slog.String("reason", "body"), slog.Int("status", rep.status))
 		return rep
 	}
-	f, ok := decodeObject(body)
-	if !ok {
-		log.Debug("request refused", slog.String("reason", "not a JSON object"))
-		return textReply(http.StatusBadRequest, msgNotObject)
+	f, msg := decodeObject(body)
+	if msg != "" {
+		log.Debug("request refused", slog.String("reason", msg))
+		return textReply(http.StatusBadRequest, msg)
 	}
 
 	// Authentication. Nothing about a secret is logged, not even its
@@ -262,14 +271,17 @@ func (a *API) process(ep endpoint, w http.ResponseWriter, r *http.Request) reply
 	}
 
 	now := a.now()
-	if allowed, wait := a.limiter.allow(cred.Workspace, now); !allowed {
+	allowed, wait := a.limiter.allow(cred.Workspace, now)
+	quota := a.limiter.quotaAt(cred.Workspace, now, a.cfg.RateLimitPerHour)
+	*q = &quota
+	if !allowed {
 		log.Debug("request refused", slog.String("reason", "rate limit"), slog.Duration("retry_after", wait))
 		return reply{status: http.StatusTooManyRequests, body: msgRateLimited, retryAfter: retryAfterSeconds(wait)}
 	}
 
 	var payload schemas.Payload
 	ids := 0
-	var msg string
+
 	switch ep.kind {
 	case schemas.KindCohort:
 		payload, msg = parseCohort(f)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -690,6 +691,38 @@ func TestRateLimit(t *testing.T) {
 		}
 	})
 
+	t.Run("quota headers", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, func(o *partnerapi.Options) {
+			o.Config.RateLimitPerHour = 3600 // one per second
+			o.Config.RateBurst = 3
+		})
+		// Before authentication the workspace, and so its bucket, is unknown.
+		if res := h.post(t, pathCohorts, jsonType, cohortReq(set("partner_api_key", "x"))); res.header.Get("X-RateLimit-Limit") != "" {
+			t.Errorf("401 carries X-RateLimit-Limit %q", res.header.Get("X-RateLimit-Limit"))
+		}
+		now := h.clock.Now()
+		check := func(what string, res response, status int, remaining int, reset time.Time) {
+			t.Helper()
+			if res.status != status {
+				t.Fatalf("%s: %d %q, want %d", what, res.status, res.body, status)
+			}
+			if got := res.header.Get("X-RateLimit-Limit"); got != "3600" {
+				t.Errorf("%s: X-RateLimit-Limit %q, want 3600", what, got)
+			}
+			if got := res.header.Get("X-RateLimit-Remaining"); got != strconv.Itoa(remaining) {
+				t.Errorf("%s: X-RateLimit-Remaining %q, want %d", what, got, remaining)
+			}
+			if got := res.header.Get("X-RateLimit-Reset"); got != strconv.FormatInt(reset.Unix(), 10) {
+				t.Errorf("%s: X-RateLimit-Reset %q, want %d", what, got, reset.Unix())
+			}
+		}
+		check("first", h.post(t, pathCohorts, jsonType, cohortReq()), 201, 2, now.Add(time.Second))
+		check("invalid body", h.post(t, pathCohorts, jsonType, cohortReq(del("name"))), 400, 1, now.Add(2*time.Second))
+		check("third", h.post(t, pathCohorts, jsonType, cohortReq()), 201, 0, now.Add(3*time.Second))
+		check("over", h.post(t, pathCohorts, jsonType, cohortReq()), 429, 0, now.Add(3*time.Second))
+	})
+
 	t.Run("retry after rounds up", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, func(o *partnerapi.Options) {
@@ -993,5 +1026,58 @@ func TestStaleKeyStoreRefusesToDecide(t *testing.T) {
 	stale.Store(false)
 	if res := h.post(t, pathUsers, jsonType, changesReq(oneChange("user_ids", ids("u", 2)))); res.status != 201 {
 		t.Fatalf("fresh key store: %d %q", res.status, res.body)
+	}
+}
+
+// TestBodyEncoding: a body that is not valid UTF-8, or whose escapes name
+// half a surrogate pair, is refused with the documented 400 instead of
+// having its ids silently replaced; a charset other than UTF-8 is refused;
+// escapes that do spell a character are read as that character.
+func TestBodyEncoding(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	base, err := json.Marshal(changesReq(oneChange("user_ids", []string{"PLACEHOLDER"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := func(id string) []byte { return bytes.Replace(base, []byte(`"PLACEHOLDER"`), []byte(id), 1) }
+	for _, tc := range []struct {
+		name, id string
+	}{
+		{"invalid byte", "\"u\xff1\""},
+		{"truncated sequence", "\"u\xe2\x82\""},
+		{"lone high surrogate", `"u\ud800x"`},
+		{"lone low surrogate", `"u\udc00"`},
+		{"high surrogate then a letter escape", `"\ud800\u0041"`},
+	} {
+		res := h.post(t, pathUsers, jsonType, with(tc.id))
+		if res.status != 400 || res.body != "Request body must be valid UTF-8" {
+			t.Errorf("%s: %d %q, want 400 Request body must be valid UTF-8", tc.name, res.status, res.body)
+		}
+	}
+	if n := len(h.lander.landed()); n != 0 {
+		t.Fatalf("%d refused bodies landed", n)
+	}
+	for _, ct := range []string{"application/json; charset=utf-16", "application/json; charset=latin1"} {
+		if res := h.post(t, pathUsers, ct, base); res.status != 400 || res.body != "Content-Type charset must be utf-8" {
+			t.Errorf("%s: %d %q, want 400 Content-Type charset must be utf-8", ct, res.status, res.body)
+		}
+	}
+	assertLanded(t, h, h.post(t, pathUsers, "application/json; charset=UTF-8", base), "acme/mixpanel/c-1")
+	for _, tc := range []struct{ name, id, want string }{
+		{"surrogate pair", `"u\ud83d\ude00"`, "u\U0001F600"},
+		{"escaped backslash before u", `"u\\ud800"`, `u\ud800`},
+		{"literal replacement character", "\"u\uFFFD\"", "u\uFFFD"},
+	} {
+		h := newHarness(t, nil)
+		env := assertLanded(t, h, h.post(t, pathUsers, jsonType, with(tc.id)), "acme/mixpanel/c-1")
+		p, ok := env.Payload.(schemas.CohortChangesPayload)
+		if !ok || len(p.Changes) != 1 || len(p.Changes[0].UserIDs) != 1 || p.Changes[0].UserIDs[0] != tc.want {
+			t.Errorf("%s: landed %+v, want the id %q", tc.name, env.Payload, tc.want)
+		}
+	}
+	// The backfill readers apply the same check.
+	if _, err := partnerapi.ParseChangesBody(with("\"u\xff\"")); err == nil || err.Error() != "Request body must be valid UTF-8" {
+		t.Errorf("ParseChangesBody: %v", err)
 	}
 }

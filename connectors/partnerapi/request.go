@@ -6,6 +6,7 @@ import (
 	"mime"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cohortsync/cohortsync/schemas"
 )
@@ -25,6 +26,8 @@ const (
 	msgContentType        = "Content-Type must be application/json"
 	msgTooLarge           = "Request body too large"
 	msgNotObject          = "Request body must be a JSON object"
+	msgNotUTF8            = "Request body must be valid UTF-8"
+	msgCharset            = "Content-Type charset must be utf-8"
 	msgRateLimited        = "Rate limit exceeded"
 	msgUnavailable        = "Service unavailable, retry later"
 	msgInternal           = "Internal server error"
@@ -39,25 +42,93 @@ const (
 // documented for that field instead of one generic JSON error.
 type fields map[string]json.RawMessage
 
-// isJSONContentType accepts application/json with any parameters. A
-// malformed parameter is forgiven when the media type itself is clear, since
-// refusing it would only punish a sloppy client for no safety gain.
-func isJSONContentType(header string) bool {
-	mediaType, _, err := mime.ParseMediaType(header)
+// contentTypeProblem says what is wrong with a request's Content-Type, or
+// "" when it is application/json. Parameters are accepted, and a malformed
+// one is forgiven when the media type itself is clear, since refusing it
+// would only punish a sloppy client for no safety gain; but a charset other
+// than UTF-8 is refused: the body would be read as what it is not.
+func contentTypeProblem(header string) string {
+	mediaType, params, err := mime.ParseMediaType(header)
 	if err != nil && err != mime.ErrInvalidMediaParameter {
-		return false
+		return msgContentType
 	}
-	return mediaType == "application/json"
+	if mediaType != "application/json" {
+		return msgContentType
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+		return msgCharset
+	}
+	return ""
 }
 
-// decodeObject returns the top-level fields, or false for anything but a JSON object.
-func decodeObject(body []byte) (fields, bool) {
+// decodeObject returns the top-level fields, or the message of the 400 for
+// anything but a JSON object in valid UTF-8. encoding/json would replace
+// invalid bytes, and unpaired surrogate escapes, with U+FFFD: the id stored
+// would not be the one the partner sent, so such a body is refused instead.
+func decodeObject(body []byte) (fields, string) {
+	if !utf8.Valid(body) || hasLoneSurrogate(body) {
+		return nil, msgNotUTF8
+	}
 	var f fields
 	// "null" decodes into a nil map without error, hence the nil check.
 	if err := json.Unmarshal(body, &f); err != nil || f == nil {
-		return nil, false
+		return nil, msgNotObject
 	}
-	return f, true
+	return f, ""
+}
+
+// hasLoneSurrogate reports a \uD800-\uDFFF escape that is not half of a
+// surrogate pair. An escaped backslash (\\u...) is not an escape of u.
+func hasLoneSurrogate(body []byte) bool {
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		if i+1 < len(body) && body[i+1] != 'u' {
+			i++ // \\, \" and the like: skip the escaped byte
+			continue
+		}
+		r, ok := hexRune(body, i)
+		if !ok {
+			continue // not valid JSON; the decoder refuses it
+		}
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return true // a low half with no high half before it
+		case r >= 0xD800 && r <= 0xDBFF:
+			low, ok := hexRune(body, i+6)
+			if !ok || low < 0xDC00 || low > 0xDFFF {
+				return true
+			}
+			i += 11
+		default:
+			i += 5
+		}
+	}
+	return false
+}
+
+// hexRune reads the \uXXXX escape at body[i:].
+func hexRune(body []byte, i int) (rune, bool) {
+	if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
+		return 0, false
+	}
+	var r rune
+	for _, c := range body[i+2 : i+6] {
+		var v byte
+		switch {
+		case c >= '0' && c <= '9':
+			v = c - '0'
+		case c >= 'a' && c <= 'f':
+			v = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			v = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(v)
+	}
+	return r, true
 }
 
 // jsonType is the first byte of a JSON value, which names its type:
