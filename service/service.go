@@ -55,6 +55,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	mods := &modules{log: log}
 	defer func() { _ = mods.close() }()
 
+	// Credentials first: whatever fails later in this start (Kafka,
+	// ClickHouse), the user has the admin token by then. What was not shown
+	// (a start that failed before this point) is shown now.
+	creds, err := bootstrap(cfg.DataDir, cfg)
+	if err != nil {
+		return err
+	}
+	if printCredentials(opts.Out, creds) {
+		if err := creds.markShown(); err != nil {
+			return fmt.Errorf("service: record that the credentials were shown: %w", err)
+		}
+	}
+
 	core, err := OpenCore(ctx, cfg, log, reg)
 	if err != nil {
 		return err
@@ -71,20 +84,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 	}
 
-	creds, err := bootstrap(cfg.DataDir, cfg)
+	firstKey, err := ensureFirstKey(ctx, core, &creds, opts.Out)
 	if err != nil {
 		return err
-	}
-	var firstKey string
-	// A fresh data directory on a shared Kafka (a new pod of a scaled-out
-	// deployment) finds the keys the first instance made: it makes none.
-	if creds.firstStart && len(core.Keys.List(FirstWorkspace)) == 0 {
-		setupCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		_, firstKey, err = core.Keys.Create(setupCtx, FirstWorkspace, "mixpanel", "created at first start")
-		cancel()
-		if err != nil {
-			return fmt.Errorf("service: first data import key: %w", err)
-		}
 	}
 
 	st, err := startStream(ctx, cfg, core, log, reg, StreamOptions{})
@@ -213,7 +215,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	addr := ln.Addr().String()
 	ready.Store(true)
 	log.Info("cohortsync serving", "http_addr", addr, "workspace_of_first_key", FirstWorkspace)
-	printBanner(opts.Out, addr, creds, firstKey)
+	printTryIt(opts.Out, addr, creds, firstKey)
 	if opts.Ready != nil {
 		opts.Ready(addr)
 	}
@@ -268,4 +270,39 @@ func (v secretVerifier) VerifySecret(secret string) (partnerapi.Credential, bool
 		return partnerapi.Credential{}, false
 	}
 	return partnerapi.Credential{KeyID: k.ID, Workspace: k.Workspace, Partner: k.Partner}, true
+}
+
+// ensureFirstKey creates the first data import key of a fresh install and
+// shows it at once, before the rest of the start can fail. The secret is
+// kept in the bootstrap file between its creation and its showing, so a
+// crash in between shows it at the next start. It returns the key when it
+// was shown in this start.
+func ensureFirstKey(ctx context.Context, core *Core, creds *credentials, out io.Writer) (string, error) {
+	if !creds.firstKeyTodo() {
+		return "", nil
+	}
+	key := creds.pendingFirstKey()
+	if key == "" {
+		// A fresh data directory on a shared Kafka (a new pod of a
+		// scaled-out deployment) finds the keys the first instance made:
+		// it makes none.
+		if len(core.Keys.List(FirstWorkspace)) > 0 {
+			return "", creds.firstKeyShown()
+		}
+		setupCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		_, secret, err := core.Keys.Create(setupCtx, FirstWorkspace, "mixpanel", "created at first start")
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("service: first data import key: %w", err)
+		}
+		if err := creds.keepFirstKey(secret); err != nil {
+			return "", fmt.Errorf("service: keep the first data import key until it is shown: %w", err)
+		}
+		key = secret
+	}
+	printFirstKey(out, key)
+	if err := creds.firstKeyShown(); err != nil {
+		return "", fmt.Errorf("service: record that the first data import key was shown: %w", err)
+	}
+	return key, nil
 }

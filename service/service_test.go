@@ -301,3 +301,60 @@ func TestRevocationReachesEveryInstance(t *testing.T) {
 		t.Fatalf("revoked key body %q", resp)
 	}
 }
+
+// TestFailedFirstStartShowsCredentials: a first start that fails after the
+// credentials exist (ClickHouse unreachable) has shown the admin token and
+// the first data import key before failing, and a later start that fails
+// the same way does not create or show others; the credentials shown work
+// once the store is back.
+func TestFailedFirstStartShowsCredentials(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.DataDir = dir
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.Kafka.Partitions = 3
+	cfg.ClickHouse.Addr = "127.0.0.1:1" // nothing listens there
+	cfg.ClickHouse.DialTimeout = 200 * time.Millisecond
+	cfg.ClickHouse.MigrateOnStart = true
+	failing := func() string {
+		t.Helper()
+		out := &testkit.SyncBuffer{}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		err := service.Run(ctx, cfg, slog.New(slog.DiscardHandler), service.Options{Out: out})
+		if err == nil {
+			t.Fatal("Run with ClickHouse unreachable returned nil")
+		}
+		return out.String()
+	}
+	first := failing()
+	admin := adminLine.FindStringSubmatch(first)
+	key := regexp.MustCompile(`data import key \(client_secret\) of workspace "default", partner mixpanel:\s+(\S+)`).FindStringSubmatch(first)
+	if admin == nil || key == nil || !strings.Contains(first, "partner_api_key for mixpanel:") {
+		t.Fatalf("the failed first start did not show the credentials:\n%s", first)
+	}
+	if again := failing(); strings.Contains(again, admin[1]) || strings.Contains(again, key[1]) || strings.Contains(again, "data import key") {
+		t.Fatalf("a second failed start showed credentials again:\n%s", again)
+	}
+
+	// Back on the embedded store: the admin token shown works, and the
+	// key shown authenticates a push.
+	cfg.ClickHouse.Addr = ""
+	svc := startWith(t, cfg)
+	if svc.out.String() != "" {
+		t.Errorf("the start after the failed ones printed:\n%s", svc.out.String())
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+svc.addr+"/v1/workspaces/default/keys", nil)
+	req.Header.Set("Authorization", "Bearer "+admin[1])
+	code, body := do(t, req)
+	if code != 200 || !strings.Contains(body, "created at first start") {
+		t.Fatalf("admin token shown by the failed start: %d %s", code, body)
+	}
+	partnerKey := regexp.MustCompile(`partner_api_key for mixpanel:\s+(\S+)`).FindStringSubmatch(first)[1]
+	code, body = post(t, "http://"+svc.addr+"/partners/mixpanel/cohorts/users", "application/json", "",
+		fmt.Sprintf(`{"partner_api_key":%q,"client_secret":%q,"cohort_id":"c","cohort_changes":[{"user_ids":["u1"]}]}`, partnerKey, key[1]))
+	if code != 201 {
+		t.Fatalf("push with the key shown by the failed start: %d %s", code, body)
+	}
+}
