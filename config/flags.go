@@ -34,7 +34,7 @@ func BindFlags(fs *pflag.FlagSet) {
 
 // BindNoMigrateFlag registers --no-migrate, which turns clickhouse.migrate_on_start off.
 func BindNoMigrateFlag(fs *pflag.FlagSet) {
-	fs.Bool(FlagNoMigrate, false, "do not create or upgrade the ClickHouse tables at start (run `cohortsync migrate` instead)")
+	fs.Bool(FlagNoMigrate, false, "do not create or upgrade the ClickHouse tables at start (run 'cohortsync migrate' instead)")
 }
 
 // applyFlags overlays the flags of fs that were set on cfg. Flags that fs does

@@ -307,7 +307,7 @@ func (r *runner) createKey(ctx context.Context, rep *Report) error {
 		return fmt.Errorf("demo: create data import key: %w", err)
 	}
 	r.secret, rep.KeyID = k.ClientSecret, k.KeyID
-	r.printf("data import key: created %s for partner %s (revoke: cohortsync keys revoke --server %s --workspace %s %s)\n",
+	r.printf("data import key: created %s for partner %s (revoke: cohortsync keys revoke --server %s --token \"$COHORTSYNC_ADMIN_TOKEN\" --workspace %s %s)\n",
 		k.KeyID, r.cfg.Partner, r.base, r.cfg.Workspace, k.KeyID)
 	return nil
 }

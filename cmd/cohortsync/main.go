@@ -67,9 +67,13 @@ func newCLI(stdout, stderr io.Writer, env map[string]string) *cli {
 func (c *cli) execute(ctx context.Context, args []string) int {
 	root := c.newRootCmd()
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
+	}
+	help := "cohortsync --help"
+	if cmd != nil {
+		help = cmd.CommandPath() + " --help"
 	}
 	var ce *configError
 	var ue *usageError
@@ -81,7 +85,7 @@ func (c *cli) execute(ctx context.Context, args []string) int {
 		}
 		return exitUsage
 	case errors.As(err, &ue):
-		fmt.Fprintf(c.stderr, "cohortsync: %v\nRun 'cohortsync --help' for usage.\n", ue.err)
+		fmt.Fprintf(c.stderr, "cohortsync: %v\nRun '%s' for usage.\n", ue.err, help)
 		return exitUsage
 	default:
 		fmt.Fprintf(c.stderr, "cohortsync: %v\n", err)

@@ -67,17 +67,20 @@ func TestUsageErrors(t *testing.T) {
 		name string
 		args []string
 		want string
+		help string // the help the message points at
 	}{
-		{"unknown command", []string{"serv"}, `unknown command "serv"; did you mean serve?`},
-		{"unknown flag", []string{"serve", "--no-such-flag"}, "unknown flag: --no-such-flag"},
-		{"argument to serve", []string{"serve", "extra"}, "cohortsync serve takes no arguments"},
+		{"unknown command", []string{"serv"}, `unknown command "serv"; did you mean serve?`, "cohortsync --help"},
+		{"unknown flag", []string{"serve", "--no-such-flag"}, "unknown flag: --no-such-flag", "cohortsync serve --help"},
+		{"argument to serve", []string{"serve", "extra"}, "cohortsync serve takes no arguments", "cohortsync serve --help"},
+		{"bad flag value of a subcommand", []string{"snapshot", "--cohort", "x"}, "want PARTNER/COHORT_ID", "cohortsync snapshot --help"},
+		{"nested command", []string{"parquet", "compact", "extra"}, "takes no arguments", "cohortsync parquet compact --help"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := execute(t, testkit.Context(t, 10*time.Second), nil, nil, tt.args...)
-			if r.code != exitUsage || !strings.Contains(r.stderr, tt.want) {
-				t.Errorf("exit %d, stderr %q; want exit %d and %q", r.code, r.stderr, exitUsage, tt.want)
+			if r.code != exitUsage || !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, "Run '"+tt.help+"' for usage.") {
+				t.Errorf("exit %d, stderr %q; want exit %d, %q and a pointer to %s", r.code, r.stderr, exitUsage, tt.want, tt.help)
 			}
 		})
 	}
