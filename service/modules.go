@@ -18,9 +18,16 @@ type module struct {
 	name string
 	// routes registers the module's handlers; nil for none.
 	routes func(httproute.Router)
-	// ready reports why the instance cannot take requests, with the text
-	// /readyz answers; nil when the module never blocks readiness.
+	// ready reports why the module is not healthy; nil when it has no
+	// check. The error is logged, never sent: it may name addresses and
+	// paths, and the health endpoints answer without authentication.
 	ready func(context.Context) error
+	// ingest marks the modules partner requests need (Kafka and the key
+	// store): only they decide /readyz, the readiness probe, so that an
+	// outage of a sink (ClickHouse, a full disk) does not take the pods out
+	// of the Service while ingest still works. The others report on
+	// /health/pipeline.
+	ingest bool
 	// close releases the module; nil for nothing.
 	close func() error
 }
@@ -42,18 +49,21 @@ func (m *modules) register(r httproute.Router) {
 	}
 }
 
-// ready returns the first module's reason not to take requests, in start
-// order: Kafka and the key store before the stream and the stores above it.
-func (m *modules) ready(ctx context.Context) error {
+// failing returns the names of the modules whose check fails, in start
+// order, among the ingest modules or the others; each failure is logged at
+// debug level with its reason.
+func (m *modules) failing(ctx context.Context, ingest bool) []string {
+	var out []string
 	for _, mod := range m.list {
-		if mod.ready == nil {
+		if mod.ready == nil || mod.ingest != ingest {
 			continue
 		}
 		if err := mod.ready(ctx); err != nil {
-			return err
+			m.log.DebugContext(ctx, "health check failing", "module", mod.name, "err", err)
+			out = append(out, mod.name)
 		}
 	}
-	return nil
+	return out
 }
 
 // close closes the modules in reverse start order, so each closes before

@@ -20,7 +20,8 @@ func TestModulesRoutesReadinessAndCloseOrder(t *testing.T) {
 	var failing error
 	errStale := errors.New("stale")
 	m := &modules{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	m.add(module{name: "core", close: closer("core", nil), ready: func(context.Context) error { return nil }})
+	var coreDown error
+	m.add(module{name: "core", ingest: true, close: closer("core", nil), ready: func(context.Context) error { return coreDown }})
 	m.add(module{name: "api", routes: func(r httproute.Router) {
 		r.Handle("GET /x", http.NotFoundHandler())
 	}})
@@ -31,12 +32,21 @@ func TestModulesRoutesReadinessAndCloseOrder(t *testing.T) {
 	if got := rec.Patterns(); !slices.Equal(got, []string{"GET /x"}) {
 		t.Errorf("routes %v", got)
 	}
-	if err := m.ready(context.Background()); err != nil {
-		t.Errorf("ready = %v with every module healthy", err)
+	ctx := context.Background()
+	if got := append(m.failing(ctx, true), m.failing(ctx, false)...); len(got) != 0 {
+		t.Errorf("failing %v with every module healthy", got)
 	}
+	// A failing store is pipeline health, not readiness.
 	failing = errStale
-	if err := m.ready(context.Background()); !errors.Is(err, errStale) {
-		t.Errorf("ready = %v, want the failing module's error", err)
+	if got := m.failing(ctx, true); len(got) != 0 {
+		t.Errorf("ingest failing %v, want none: only the store fails", got)
+	}
+	if got := m.failing(ctx, false); !slices.Equal(got, []string{"store"}) {
+		t.Errorf("pipeline failing %v, want [store]", got)
+	}
+	coreDown = errors.New("kafka unreachable at 10.0.0.1:9092")
+	if got := m.failing(ctx, true); !slices.Equal(got, []string{"core"}) {
+		t.Errorf("ingest failing %v, want [core]", got)
 	}
 	if err := m.close(); !errors.Is(err, errStale) {
 		t.Errorf("close = %v, want the failing closer's error", err)

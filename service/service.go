@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -72,7 +73,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err != nil {
 		return err
 	}
-	mods.add(module{name: "kafka and keys", ready: func(ctx context.Context) error { return readiness(ctx, core) }, close: core.Close})
+	mods.add(module{name: "kafka and keys", ingest: true, ready: func(ctx context.Context) error { return readiness(ctx, core) }, close: core.Close})
 	if cfg.DebugAddr != "" {
 		debugAddr, stopDebug, err := startDebug(cfg.DebugAddr, log)
 		if err != nil {
@@ -180,14 +181,29 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
+	// Readiness means "can take partner requests": Kafka and the key store.
+	// The bodies name modules, never addresses or paths (no
+	// authentication here); the reasons are in the log.
 	routes.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		err := mods.ready(r.Context())
-		if err != nil || !ready.Load() {
-			msg := "starting"
-			if err != nil {
-				msg = err.Error()
-			}
-			http.Error(w, msg, http.StatusServiceUnavailable)
+		if !ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		if failing := mods.failing(r.Context(), true); len(failing) > 0 {
+			http.Error(w, "not ready: "+strings.Join(failing, ", "), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	// The stream, its sinks and the stores above them: what an operator
+	// alerts on, apart from readiness.
+	routes.HandleFunc("GET /health/pipeline", func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		if failing := mods.failing(r.Context(), false); len(failing) > 0 {
+			http.Error(w, "failing: "+strings.Join(failing, ", ")+" (the log and /metrics say why)", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok")

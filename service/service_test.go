@@ -228,7 +228,7 @@ func TestRestartKeepsCredentials(t *testing.T) {
 	if code != http.StatusOK || strings.Count(resp, `"key_id"`) != 2 {
 		t.Fatalf("list after restart: %d %s (want both keys)", code, resp)
 	}
-	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+	for _, path := range []string{"/healthz", "/readyz", "/health/pipeline", "/metrics"} {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+second.addr+path, nil)
 		if code, resp := do(t, req); code != http.StatusOK {
 			t.Fatalf("%s: %d %s", path, code, resp)

@@ -157,11 +157,13 @@ func committedAll(ctx context.Context, env roundEnv) (bool, error) {
 	return true, nil
 }
 
-// waitReady polls /readyz until it answers 200.
+// waitReady polls /health/pipeline until it answers 200: the stream side is
+// up (the identity directory replicated), which /readyz, the ingest
+// readiness, does not wait for.
 func waitReady(ctx context.Context, addr string, exited <-chan error, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + addr + "/readyz")
+		resp, err := http.Get("http://" + addr + "/health/pipeline")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

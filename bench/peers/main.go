@@ -50,7 +50,7 @@ type result struct {
 	name   string
 	rows   int64
 	wall   time.Duration
-	ready  time.Duration // cohortsync only: start to /readyz 200
+	ready  time.Duration // cohortsync only: start to /health/pipeline 200
 	ownCPU float64       // cohortsync only
 	ownRSS int64
 	// cohortsync only: from ready to the last commit, the stream alone
