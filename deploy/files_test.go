@@ -46,7 +46,13 @@ func readYAML(t *testing.T, path string, v any) {
 
 // interpolate resolves compose's ${VAR:-default} with an empty environment,
 // which is what `docker compose up` does on a fresh machine.
-func interpolate(s string) string {
+// interpolate expands ${VAR:-default} to the default and ${VAR:?message}
+// (a variable the stack refuses to start without) to its value in
+// .env.example, as compose would with a deploy/.env copied from it; a
+// required variable the example lacks is an error.
+func interpolate(t *testing.T, s string) string {
+	t.Helper()
+	example := envExample(t)
 	for {
 		i := strings.Index(s, "${")
 		if i < 0 {
@@ -57,9 +63,40 @@ func interpolate(s string) string {
 			return s
 		}
 		expr := s[i+2 : i+j]
-		_, def, _ := strings.Cut(expr, ":-")
-		s = s[:i] + def + s[i+j+1:]
+		val := ""
+		if name, _, ok := strings.Cut(expr, ":?"); ok {
+			v, found := example[name]
+			if !found {
+				t.Errorf("%s is required by docker-compose.yml but not in .env.example", name)
+			}
+			val = v
+		} else {
+			_, val, _ = strings.Cut(expr, ":-")
+		}
+		s = s[:i] + val + s[i+j+1:]
 	}
+}
+
+// envExample reads deploy/.env.example as compose reads an env file.
+func envExample(t *testing.T) map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile(".env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf(".env.example: %q is not NAME=value", line)
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // documentedEnv is every variable the configuration reference names, with
@@ -144,7 +181,7 @@ func TestComposeFile(t *testing.T) {
 		s := c.Services[name]
 		env := map[string]string{}
 		for k, v := range s.Environment {
-			env[k] = interpolate(v)
+			env[k] = interpolate(t, v)
 		}
 		cfg := loadLikeServe(t, name, s.Command, env)
 		cfgs = append(cfgs, cfg)
@@ -188,6 +225,29 @@ func TestComposeFile(t *testing.T) {
 	if len(cfgs) == 2 && (cfgs[0].Kafka.Topics != cfgs[1].Kafka.Topics || cfgs[0].AdminToken != cfgs[1].AdminToken ||
 		cfgs[0].ClickHouse.Database != cfgs[1].ClickHouse.Database || cfgs[0].Partners["mixpanel"] != cfgs[1].Partners["mixpanel"]) {
 		t.Error("the two instances must share topics, admin token, partner keys and database")
+	}
+
+	// Nothing is published beyond this machine, and no secret has a default
+	// in the file: each comes from deploy/.env.
+	for name, s := range c.Services {
+		for _, p := range s.Ports {
+			if !strings.HasPrefix(p, "127.0.0.1:") {
+				t.Errorf("%s: port %q is published on every interface, want 127.0.0.1", name, p)
+			}
+		}
+		for k, v := range s.Environment {
+			secret := strings.Contains(k, "TOKEN") || strings.Contains(k, "PASSWORD") || strings.Contains(k, "API_KEY")
+			if secret && !strings.Contains(v, ":?") {
+				t.Errorf("%s: %s = %q: a secret must come from deploy/.env (${VAR:?...}), without a default", name, k, v)
+			}
+		}
+		if img := interpolate(t, s.Image); strings.HasSuffix(img, ":latest") || strings.HasSuffix(img, ":local") || (img != "" && !strings.Contains(img, ":")) {
+			t.Errorf("%s: image %q has no version tag", name, img)
+		}
+	}
+	if cs := c.Services["cohortsync-1"]; cs.Environment["COHORTSYNC_CLICKHOUSE_PASSWORD"] == "" ||
+		c.Services["clickhouse"].Environment["CLICKHOUSE_PASSWORD"] != cs.Environment["COHORTSYNC_CLICKHOUSE_PASSWORD"] {
+		t.Error("serve must log in to ClickHouse with the password the clickhouse service sets")
 	}
 
 	// Every named volume is declared, every bind mount exists.

@@ -193,6 +193,22 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Errorf("data_dir %s is not a volume", cfg.DataDir)
 	}
 
+	// A release tag, the same in the Deployment and in kustomize's images.
+	repo, tag, _ := strings.Cut(c.Image, ":")
+	if tag == "" || tag == "latest" {
+		t.Errorf("image %q: want a release tag, not :latest or none", c.Image)
+	}
+	var kust struct {
+		Images []struct {
+			Name   string `yaml:"name"`
+			NewTag string `yaml:"newTag"`
+		} `yaml:"images"`
+	}
+	readYAML(t, filepath.Join("k8s", "kustomization.yaml"), &kust)
+	if len(kust.Images) != 1 || kust.Images[0].Name != repo || kust.Images[0].NewTag != tag {
+		t.Errorf("kustomization images %+v, want %s at %s", kust.Images, repo, tag)
+	}
+
 	// Ports and probes match the binary.
 	p := port(t, cfg.HTTPAddr)
 	if p != defaultPort(t) {
