@@ -65,9 +65,9 @@ embedded broker, consumed in-process until everything is applied) or the
 a server holds the data directory, pass --server URL --token T: records land
 through that server's POST /v1/workspaces/{ws}/backfill. --dry-run prints what
 would be landed and dropped, and writes nothing. An interrupted run resumes
-from its checkpoint under DATA_DIR/backfill/ when run again (--restart starts
-over). Every run ends with a summary: read, landed, dropped by reason, data
-points.`,
+from its checkpoint under DATA_DIR/backfill/ when run again; a run that
+finished says so and lands nothing (--restart lands it again). Every run ends
+with a summary: read, landed, dropped by reason, data points.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := c.loadConfig(cmd)
 			if err != nil {
@@ -164,6 +164,10 @@ func (f *backfillFlags) options(args []string) backfillrun.Options {
 func printSummary(out io.Writer, format string, s backfill.Summary, checkpoint string) error {
 	if format == "json" {
 		return writeJSON(out, s)
+	}
+	if s.AlreadyComplete {
+		fmt.Fprintf(out, "backfill run %s is already complete: it landed %d records (%d data points) before; nothing landed now.\nRun it with --restart to land it again (the sinks count nothing twice).\n", s.RunID, s.Landed, s.DataPoints)
+		return nil
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	verb := "landed"

@@ -246,12 +246,16 @@ func TestBackfillFromFilesReachesTheStreamState(t *testing.T) {
 			if d := readOutcome(t, dir, cohorts).diff(want); d != "" {
 				t.Fatalf("after the backfill: %s", d)
 			}
-			// Again: same records, same ids: nothing changes.
-			if r := execute(t, ctx, env, nil, args...); r.code != exitOK {
-				t.Fatalf("second backfill: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+			// Again: the run is complete, so it says so and lands nothing.
+			if r := execute(t, ctx, env, nil, args...); r.code != exitOK || !strings.Contains(r.stdout, `"already_complete": true`) {
+				t.Fatalf("second backfill: exit %d, want already_complete\n%s\n%s", r.code, r.stdout, r.stderr)
+			}
+			// --restart lands it again: same records, same ids, nothing changes.
+			if r := execute(t, ctx, env, nil, append(args, "--restart")...); r.code != exitOK || strings.Contains(r.stdout, "already_complete") {
+				t.Fatalf("restarted backfill: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 			}
 			if d := readOutcome(t, dir, cohorts).diff(want); d != "" {
-				t.Fatalf("after the second backfill: %s", d)
+				t.Fatalf("after the restarted backfill: %s", d)
 			}
 		})
 	}

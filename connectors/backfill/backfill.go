@@ -130,6 +130,10 @@ type Summary struct {
 	DryRun  bool      `json:"dry_run"`
 	// Complete is false while the run can still be resumed.
 	Complete bool `json:"complete"`
+	// AlreadyComplete says this invocation landed nothing: the same run
+	// (same inputs, same settings) had finished before, and the figures are
+	// that run's. Options.Restart lands it again.
+	AlreadyComplete bool `json:"already_complete,omitempty"`
 }
 
 const maxSamples = 20
@@ -156,6 +160,12 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	cp, err := loadCheckpoint(opts)
 	if err != nil {
 		return Summary{}, err
+	}
+	if cp.Summary.Complete {
+		// Finished before: say so rather than land everything again.
+		cp.Summary.AlreadyComplete = true
+		opts.Logger.Info("backfill already complete; nothing landed (restart to land it again)", "run_id", cp.RunID)
+		return cp.Summary, nil
 	}
 	r := &run{opts: opts, cp: cp}
 	r.cp.Summary.DryRun = opts.DryRun

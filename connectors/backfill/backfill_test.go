@@ -193,11 +193,23 @@ func TestRunCountsLandsAndResumes(t *testing.T) {
 		seen[e.RecordID] = true
 	}
 
-	// A complete run is not resumed: running it again lands it all again
+	// A complete run says so and lands nothing; Restart lands it all again
 	// (the sinks deduplicate by record id).
 	sum, err = backfill.Run(ctx, opts(&sliceInput{items: items(), failAt: -1}))
-	if err != nil || sum.Landed != 9 || sum.Resumed != 0 {
-		t.Fatalf("second run: %+v, %v", sum, err)
+	if err != nil || !sum.AlreadyComplete || sum.Landed != 9 || sum.DataPoints != 13 {
+		t.Fatalf("run of a complete backfill: %+v, %v; want AlreadyComplete with the finished run's figures", sum, err)
+	}
+	if n := len(kafkatest.ReadAll(t, client, topic)); n != len(landed) {
+		t.Fatalf("the run of a complete backfill landed %d records", n-len(landed))
+	}
+	again := opts(&sliceInput{items: items(), failAt: -1})
+	again.Restart = true
+	sum, err = backfill.Run(ctx, again)
+	if err != nil || sum.AlreadyComplete || sum.Landed != 9 || sum.Resumed != 0 {
+		t.Fatalf("restarted run: %+v, %v", sum, err)
+	}
+	if n := len(kafkatest.ReadAll(t, client, topic)); n != len(landed)+9 {
+		t.Fatalf("the restarted run landed %d records, want 9", n-len(landed))
 	}
 }
 

@@ -72,9 +72,9 @@ func CheckpointPath(dataDir, id string) string {
 	return filepath.Join(dataDir, "backfill", id+".json")
 }
 
-// loadCheckpoint returns the checkpoint to resume, or a fresh one. A complete
-// run is not resumed: running it again lands everything again, which the
-// sinks deduplicate.
+// loadCheckpoint returns the checkpoint to resume, the checkpoint of a run
+// that finished (Summary.Complete: Run lands nothing then), or a fresh one.
+// Restart and DryRun always get a fresh one.
 func loadCheckpoint(opts Options) (Checkpoint, error) {
 	id := strings.TrimSuffix(filepath.Base(opts.Checkpoint), ".json")
 	fresh := Checkpoint{RunID: id, Summary: Summary{RunID: id}}
@@ -85,8 +85,11 @@ func loadCheckpoint(opts Options) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, err
 	}
-	if !found || cp.Summary.Complete || cp.NextSource > len(opts.Sources) {
+	if !found || (!cp.Summary.Complete && cp.NextSource > len(opts.Sources)) {
 		return fresh, nil
+	}
+	if cp.Summary.Complete {
+		return cp, nil
 	}
 	cp.Summary.Resumed = cp.Summary.Landed
 	return cp, nil

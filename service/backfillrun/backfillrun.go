@@ -514,7 +514,14 @@ func (b *backfiller) replayKafka(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if found && !cp.Summary.Complete {
+		if found && cp.Summary.Complete {
+			// Finished before: say so rather than replay it all again.
+			sum := cp.Summary
+			sum.AlreadyComplete = true
+			b.result = Result{Summary: sum, Checkpoint: cpPath}
+			return nil
+		}
+		if found {
 			resume = cp.Offsets
 			b.log.Warn("resuming an interrupted replay", "checkpoint", cpPath)
 		}
