@@ -73,7 +73,7 @@ type Output struct {
 	// Rejections are the ids and records the transforms refused, by reason.
 	Rejections *Rejections
 	// Positions are the source positions the batch covers, per partition;
-	// sinks use them to name files so a replay rewrites the same file.
+	// sinks use them to name files and to tell a redelivery, by offset.
 	Positions map[int]OffsetRange
 }
 

@@ -49,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		files: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "files_written_total",
-			Help: "Parquet files made durable, by table (a replay rewrites a file and counts again).",
+			Help: "Parquet files made durable in the trees and snapshots, by table (a resumed roll rewrites a file and counts again).",
 		}, []string{"table"}),
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "rows_written_total",
