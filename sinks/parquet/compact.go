@@ -208,29 +208,46 @@ func openParquet(path string) (*pq.File, *os.File, error) {
 	return pf, f, nil
 }
 
-func treeHasFormat1(tree string) (bool, error) {
+// eachFile calls fn with every .parquet file of every Hive partition of a
+// tree, partition by partition.
+func eachFile(tree string, fn func(path string) error) error {
 	parts, err := partitions(tree)
 	if err != nil {
-		return false, err
+		return err
 	}
 	for _, p := range parts {
 		files, err := dataFiles(filepath.Join(tree, p))
 		if err != nil {
-			return false, err
+			return err
 		}
 		for _, path := range files {
-			pf, f, err := openParquet(path)
-			if err != nil {
-				return false, err
-			}
-			v := fileFormat(pf)
-			_ = f.Close()
-			if v == "1" {
-				return true, nil
+			if err := fn(path); err != nil {
+				return err
 			}
 		}
 	}
-	return false, nil
+	return nil
+}
+
+// errFound stops eachFile early.
+var errFound = errors.New("found")
+
+func treeHasFormat1(tree string) (bool, error) {
+	err := eachFile(tree, func(path string) error {
+		pf, f, err := openParquet(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if fileFormat(pf) == "1" {
+			return errFound
+		}
+		return nil
+	})
+	if errors.Is(err, errFound) {
+		return true, nil
+	}
+	return false, err
 }
 
 // readRows reads every row of a file of either format into T's rows.
@@ -293,7 +310,25 @@ func dedupChanges(rows []changeRow) []changeRow {
 }
 
 func (c *compactor) compactChanges(ctx context.Context) error {
-	tree := filepath.Join(c.cfg.Root, tableChanges)
+	return compactTree(ctx, c, tableChanges, readChangeFile, func(rows []changeRow) []changeRow {
+		rows = dedupChanges(rows)
+		sortChanges(rows)
+		return rows
+	}, &c.s.changes)
+}
+
+func (c *compactor) compactDataPoints(ctx context.Context) error {
+	return compactTree(ctx, c, tableDataPoints, readDataPointFile, func(rows []dataPointRow) []dataPointRow {
+		sortDataPoints(rows)
+		return slices.CompactFunc(rows, func(a, b dataPointRow) bool { return a.RecordID == b.RecordID && a.Position == b.Position })
+	}, &c.s.dataPoints)
+}
+
+// compactTree rewrites every partition of one tree that is not compacted
+// yet: its files read with read, their rows made unique and ordered by
+// tidy, written as one file and exchanged with the partition.
+func compactTree[T any](ctx context.Context, c *compactor, table string, read func(string) ([]T, error), tidy func([]T) []T, w *tableWriter[T]) error {
+	tree := filepath.Join(c.cfg.Root, table)
 	parts, err := partitions(tree)
 	if err != nil {
 		return err
@@ -302,34 +337,48 @@ func (c *compactor) compactChanges(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		dir := filepath.Join(tree, p)
-		files, err := dataFiles(dir)
+		files, err := dataFiles(filepath.Join(tree, p))
 		if err != nil {
 			return err
 		}
-		if done, err := compacted(files); err != nil || done {
-			if err != nil {
-				return err
-			}
+		done, err := compacted(files)
+		if err != nil {
+			return err
+		}
+		if done {
 			continue
 		}
-		var rows []changeRow
+		var rows []T
 		for _, path := range files {
-			r, err := readChangeFile(path)
+			r, err := read(path)
 			if err != nil {
 				return err
 			}
 			rows = append(rows, r...)
 		}
-		read := len(rows)
-		rows = dedupChanges(rows)
-		sortChanges(rows)
-		if err := c.replace(ctx, tableChanges, p, func(w io.Writer) error { return c.s.changes.write(w, rows) }); err != nil {
+		n := len(rows)
+		rows = tidy(rows)
+		if err := c.replace(ctx, table, p, func(out io.Writer) error { return w.write(out, rows) }); err != nil {
 			return err
 		}
-		c.count(len(files), read, len(rows))
+		c.count(len(files), n, len(rows))
 	}
 	return nil
+}
+
+// readDataPointFile reads a datapoints/ file of format 2 (format 1's are
+// rebuilt from changes/ instead).
+func readDataPointFile(path string) ([]dataPointRow, error) {
+	pf, f, err := openParquet(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rows, err := readRows[dataPointRow](pf)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return rows, nil
 }
 
 // compacted says a partition is one file of the current format already.
@@ -353,78 +402,23 @@ func (c *compactor) count(files, read, kept int) {
 	c.st.RowsKept += int64(kept)
 }
 
-func (c *compactor) compactDataPoints(ctx context.Context) error {
-	tree := filepath.Join(c.cfg.Root, tableDataPoints)
-	parts, err := partitions(tree)
-	if err != nil {
-		return err
-	}
-	for _, p := range parts {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		dir := filepath.Join(tree, p)
-		files, err := dataFiles(dir)
-		if err != nil {
-			return err
-		}
-		if done, err := compacted(files); err != nil || done {
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		var rows []dataPointRow
-		for _, path := range files {
-			pf, f, err := openParquet(path)
-			if err != nil {
-				return err
-			}
-			r, err := readRows[dataPointRow](pf)
-			_ = f.Close()
-			if err != nil {
-				return fmt.Errorf("read %s: %w", path, err)
-			}
-			rows = append(rows, r...)
-		}
-		read := len(rows)
-		sortDataPoints(rows)
-		rows = slices.CompactFunc(rows, func(a, b dataPointRow) bool { return a.RecordID == b.RecordID && a.Position == b.Position })
-		if err := c.replace(ctx, tableDataPoints, p, func(w io.Writer) error { return c.s.dataPoints.write(w, rows) }); err != nil {
-			return err
-		}
-		c.count(len(files), read, len(rows))
-	}
-	return nil
-}
-
 // rebuildDataPoints derives datapoints/ from the compacted changes/ (one
 // data point per change row, by landing day) into a new tree and exchanges
 // the whole tree at once: format 1 partitioned it by event day, so no
 // partition of the old tree maps onto one of the new.
 func (c *compactor) rebuildDataPoints(ctx context.Context) error {
-	changes := filepath.Join(c.cfg.Root, tableChanges)
-	parts, err := partitions(changes)
+	byDay := map[partKey][]dataPointRow{}
+	err := eachFile(filepath.Join(c.cfg.Root, tableChanges), func(path string) error {
+		rows, err := readChangeFile(path)
+		for i := range rows {
+			dp := dataPointOf(&rows[i])
+			k := partKey{dp.Workspace, dp.Day}
+			byDay[k] = append(byDay[k], dp)
+		}
+		return err
+	})
 	if err != nil {
 		return err
-	}
-	byDay := map[partKey][]dataPointRow{}
-	for _, p := range parts {
-		files, err := dataFiles(filepath.Join(changes, p))
-		if err != nil {
-			return err
-		}
-		for _, path := range files {
-			rows, err := readChangeFile(path)
-			if err != nil {
-				return err
-			}
-			for i := range rows {
-				dp := dataPointOf(&rows[i])
-				k := partKey{dp.Workspace, dp.Day}
-				byDay[k] = append(byDay[k], dp)
-			}
-		}
 	}
 	oldFiles, oldRows, err := countTree(filepath.Join(c.cfg.Root, tableDataPoints))
 	if err != nil {
@@ -465,26 +459,17 @@ func (c *compactor) rebuildDataPoints(ctx context.Context) error {
 }
 
 func countTree(tree string) (files int, rows int64, err error) {
-	parts, err := partitions(tree)
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, p := range parts {
-		fs, err := dataFiles(filepath.Join(tree, p))
+	err = eachFile(tree, func(path string) error {
+		pf, f, err := openParquet(path)
 		if err != nil {
-			return 0, 0, err
+			return err
 		}
-		for _, path := range fs {
-			pf, f, err := openParquet(path)
-			if err != nil {
-				return 0, 0, err
-			}
-			rows += pf.NumRows()
-			_ = f.Close()
-			files++
-		}
-	}
-	return files, rows, nil
+		defer f.Close()
+		files++
+		rows += pf.NumRows()
+		return nil
+	})
+	return files, rows, err
 }
 
 // replace writes the new content of one partition into a folder of its own

@@ -1,6 +1,7 @@
 package parquet
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -115,20 +116,10 @@ func (x *seenIndex) evict(keep int) {
 	for k, d := range x.days {
 		all = append(all, kv{k, d.used})
 	}
-	slices.SortFunc(all, func(a, b kv) int { return -compareUint(a.used, b.used) })
+	slices.SortFunc(all, func(a, b kv) int { return cmp.Compare(b.used, a.used) })
 	for _, e := range all[keep:] {
 		delete(x.days, e.k)
 	}
-}
-
-func compareUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // readKeys calls add with the (record_id, position) of every row of the
@@ -154,19 +145,11 @@ func readKeys(dir string, add func(record string, pos int32)) error {
 }
 
 func readFileKeys(path string, add func(record string, pos int32)) error {
-	f, err := os.Open(path)
+	pf, f, err := openParquet(path)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("stat %s: %w", path, err)
-	}
-	pf, err := pq.OpenFile(f, info.Size())
-	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
-	}
 	rc, ok := pf.Schema().Lookup("record_id")
 	pc, ok2 := pf.Schema().Lookup("position")
 	if !ok || !ok2 {

@@ -1,6 +1,7 @@
 package parquet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -110,7 +111,7 @@ func scanStage(dir string) (*partitionStage, error) {
 			}
 		}
 	}
-	slices.SortFunc(files, func(a, b stagedFile) int { return compareInt64(a.first, b.first) })
+	slices.SortFunc(files, func(a, b stagedFile) int { return cmp.Compare(a.first, b.first) })
 	for _, f := range files {
 		if f.last <= p.rolled {
 			p.stale = append(p.stale, f)
@@ -119,16 +120,6 @@ func scanStage(dir string) (*partitionStage, error) {
 		}
 	}
 	return p, nil
-}
-
-func compareInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func parseRange(s string) (stagedFile, bool) {
@@ -170,7 +161,7 @@ func comparePartKey(a, b partKey) int {
 	if d := strings.Compare(a.workspace, b.workspace); d != 0 {
 		return d
 	}
-	return compareInt64(int64(a.day), int64(b.day))
+	return cmp.Compare(a.day, b.day)
 }
 
 // roll moves what is staged for one Kafka partition into the trees: one
