@@ -584,9 +584,9 @@ func (s *Sink) stagePartition(ctx context.Context, cols *changeCols, p int32, r 
 		s.m.skipped.WithLabelValues(skipRedelivered).Add(float64(len(rows)))
 		return nil
 	}
-	// In batch order a record's ids are adjacent and a record landed twice
-	// in one batch comes in twice: fresh catches that.
-	fresh := map[seenKey]*seenDay{}
+	// A record landed twice within one batch comes in twice: inBatch
+	// catches the second copy, which the index does not know yet.
+	inBatch := map[rowKey]struct{}{}
 	kept := s.rowBuf[:0]
 	redelivered, already := 0, 0
 	for _, i := range rows {
@@ -595,45 +595,33 @@ func (s *Sink) stagePartition(ctx context.Context, cols *changeCols, p int32, r 
 			continue
 		}
 		row := rowOf(cols, i)
-		k := seenKey{row.Workspace, dayOf(arrowTimestamp(row.ReceivedAt))}
-		d, err := s.seen.day(k, s.rolls)
+		d, err := s.seen.day(seenKey{row.Workspace, dayOf(arrowTimestamp(row.ReceivedAt))}, s.rolls)
 		if err != nil {
 			return err
 		}
-		f := fresh[k]
-		if f == nil {
-			f = &seenDay{recs: map[string][]uint64{}}
-			fresh[k] = f
-		}
-		if d.has(row.RecordID, row.Position) || f.has(row.RecordID, row.Position) {
+		k := rowKey{row.RecordID, row.Position}
+		if _, dup := inBatch[k]; dup || d.has(k.record, k.pos) {
 			already++
 			continue
 		}
-		f.add(row.RecordID, row.Position)
+		inBatch[k] = struct{}{}
 		kept = append(kept, row)
 	}
-	s.rowBuf = kept
 	// Even a batch of rows all skipped is staged (as an empty file) when it
 	// moves the high-water mark, so that a later redelivery is skipped by
 	// offset on any instance.
 	file := stagedFile{first: max(r.First, hw+1), last: r.Last}
 	nb, err := s.stage(ctx, dir, file, kept)
-	clear(s.rowBuf)
+	if err == nil {
+		// Durable: the index may say so now. Every day was read in above.
+		for _, row := range kept {
+			s.seen.days[seenKey{row.Workspace, dayOf(arrowTimestamp(row.ReceivedAt))}].add(row.RecordID, row.Position)
+		}
+	}
+	clear(kept)
+	s.rowBuf = kept
 	if err != nil {
 		return err
-	}
-	for k, f := range fresh {
-		d := s.seen.days[k]
-		for rec, bits := range f.recs {
-			for w, word := range bits {
-				for b := 0; word != 0; b++ {
-					if word&1 != 0 {
-						d.add(rec, int32(w*64+b))
-					}
-					word >>= 1
-				}
-			}
-		}
 	}
 	d := s.due[p]
 	if d == nil {
