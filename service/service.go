@@ -182,32 +182,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		_, _ = io.WriteString(w, "ok")
 	})
 	// Readiness means "can take partner requests": Kafka and the key store.
-	// The bodies name modules, never addresses or paths (no
-	// authentication here); the reasons are in the log.
-	routes.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "starting", http.StatusServiceUnavailable)
-			return
+	// The stream, its sinks and the stores above them answer apart, on
+	// /health/pipeline: what an operator alerts on. The bodies name
+	// modules, never addresses or paths (no authentication here); the
+	// reasons are in the log.
+	health := func(ingest bool, prefix, suffix string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if !ready.Load() {
+				http.Error(w, "starting", http.StatusServiceUnavailable)
+				return
+			}
+			if failing := mods.failing(r.Context(), ingest); len(failing) > 0 {
+				http.Error(w, prefix+strings.Join(failing, ", ")+suffix, http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = io.WriteString(w, "ok")
 		}
-		if failing := mods.failing(r.Context(), true); len(failing) > 0 {
-			http.Error(w, "not ready: "+strings.Join(failing, ", "), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ok")
-	})
-	// The stream, its sinks and the stores above them: what an operator
-	// alerts on, apart from readiness.
-	routes.HandleFunc("GET /health/pipeline", func(w http.ResponseWriter, r *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "starting", http.StatusServiceUnavailable)
-			return
-		}
-		if failing := mods.failing(r.Context(), false); len(failing) > 0 {
-			http.Error(w, "failing: "+strings.Join(failing, ", ")+" (the log and /metrics say why)", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ok")
-	})
+	}
+	routes.HandleFunc("GET /readyz", health(true, "not ready: ", ""))
+	routes.HandleFunc("GET /health/pipeline", health(false, "failing: ", " (the log and /metrics say why)"))
 	routes.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	routes.HandleFunc("GET /openapi.json", serveOpenAPI)
 	if opts.Routes != nil {
