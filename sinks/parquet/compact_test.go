@@ -115,24 +115,7 @@ func TestCompactRewritesFormat1Trees(t *testing.T) {
 	if !st.DataPointsRebuilt || st.RowsKept >= st.RowsRead || st.FilesAfter >= st.FilesBefore || st.SnapshotFoldersRenamed != 1 {
 		t.Errorf("stats %+v: want datapoints rebuilt, duplicates dropped, fewer files, one snapshot folder renamed", st)
 	}
-	wantDays := map[string]int{}
-	for _, c := range changes {
-		wantDays[c.Workspace+" "+c.ReceivedAt.UTC().Format(time.DateOnly)]++
-	}
-	for _, table := range []string{tableChanges, tableDataPoints} {
-		keys, days := treeRows(t, root, table) // asserts the format 2 types
-		if len(keys) != len(changes) {
-			t.Errorf("%s: %d distinct rows, want %d", table, len(keys), len(changes))
-		}
-		for k, n := range keys {
-			if n != 1 {
-				t.Errorf("%s: %s appears %d times", table, k, n)
-			}
-		}
-		if table == tableDataPoints && !maps.Equal(days, wantDays) {
-			t.Errorf("data points per landing day %v, want %v", days, wantDays)
-		}
-	}
+	assertEachRowOnce(t, root, changes)
 	for rel := range listFiles(t, root) {
 		if filepath.Base(rel) != compactedName && filepath.Ext(rel) == ".parquet" && !slicesHasPrefix(rel, tableSnapshots) {
 			t.Errorf("%s left beside the compacted files", rel)

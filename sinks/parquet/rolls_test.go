@@ -47,6 +47,30 @@ func treeRows(t *testing.T, root, table string) (map[string]int, map[string]int)
 	return keys, days
 }
 
+// assertEachRowOnce checks that both trees hold each change of want exactly
+// once, and datapoints/ the data points of want per workspace and landing day.
+func assertEachRowOnce(t *testing.T, root string, want []schemas.ResolvedChange) {
+	t.Helper()
+	wantDays := map[string]int{}
+	for _, c := range want {
+		wantDays[c.Workspace+" "+c.ReceivedAt.UTC().Format(time.DateOnly)]++
+	}
+	for _, table := range []string{tableChanges, tableDataPoints} {
+		keys, days := treeRows(t, root, table) // asserts the format 2 types
+		if len(keys) != len(want) {
+			t.Errorf("%s: %d distinct (record_id, position), want %d", table, len(keys), len(want))
+		}
+		for k, n := range keys {
+			if n != 1 {
+				t.Errorf("%s: %s appears %d times", table, k, n)
+			}
+		}
+		if table == tableDataPoints && !maps.Equal(days, wantDays) {
+			t.Errorf("data points per landing day %v, want %v", days, wantDays)
+		}
+	}
+}
+
 func slicesHasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
 
 // relanded is changes landed again at offsets shift later (a re-run
@@ -135,25 +159,7 @@ func TestEachRowOnceAcrossReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	all := append(slices.Clone(changes), moreChanges...)
-	wantDays := map[string]int{}
-	for _, c := range all {
-		wantDays[c.Workspace+" "+c.ReceivedAt.UTC().Format(time.DateOnly)]++
-	}
-	for _, table := range []string{tableChanges, tableDataPoints} {
-		keys, days := treeRows(t, root, table)
-		if len(keys) != len(all) {
-			t.Errorf("%s: %d distinct (record_id, position), want %d", table, len(keys), len(all))
-		}
-		for k, n := range keys {
-			if n != 1 {
-				t.Errorf("%s: %s appears %d times", table, k, n)
-			}
-		}
-		if table == tableDataPoints && !maps.Equal(days, wantDays) {
-			t.Errorf("data points per day %v, want %v", days, wantDays)
-		}
-	}
+	assertEachRowOnce(t, root, append(slices.Clone(changes), moreChanges...))
 }
 
 // TestRollBySizeAndTime: a roll happens once RollRows rows are staged, and
