@@ -6,6 +6,7 @@ import (
 	"mime"
 	"strings"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/cohortsync/cohortsync/schemas"
@@ -92,18 +93,17 @@ func hasLoneSurrogate(body []byte) bool {
 		if !ok {
 			continue // not valid JSON; the decoder refuses it
 		}
-		switch {
-		case r >= 0xDC00 && r <= 0xDFFF:
-			return true // a low half with no high half before it
-		case r >= 0xD800 && r <= 0xDBFF:
-			low, ok := hexRune(body, i+6)
-			if !ok || low < 0xDC00 || low > 0xDFFF {
-				return true
-			}
-			i += 11
-		default:
+		if !utf16.IsSurrogate(r) {
 			i += 5
+			continue
 		}
+		// A pair decodes to a rune; a lone half, or a low half first, to
+		// the replacement character.
+		low, _ := hexRune(body, i+6)
+		if utf16.DecodeRune(r, low) == utf8.RuneError {
+			return true
+		}
+		i += 11
 	}
 	return false
 }
