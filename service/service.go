@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -121,7 +122,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 		return nil
 	}})
-	auth, err := adminauth.NewScoped(creds.admin, tokens)
+	// Local commands (a backfill on the same --data-dir) work through this
+	// server with a token of this start's own, found in LocalServerFile.
+	localToken, err := adminauth.GenerateToken()
+	if err != nil {
+		return fmt.Errorf("service: local token: %w", err)
+	}
+	localAdmin, err := adminauth.NewAdminToken(localToken)
+	if err != nil {
+		return fmt.Errorf("service: local token: %w", err)
+	}
+	auth, err := adminauth.NewScoped(creds.admin, tokens, localAdmin)
 	if err != nil {
 		return fmt.Errorf("service: authorizer: %w", err)
 	}
@@ -222,6 +233,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	addr := ln.Addr().String()
+	removeLocal, err := writeLocalServer(cfg.DataDir, LocalServer{
+		PID: os.Getpid(), URL: localURL(addr), KafkaBrokers: core.kafkaBrokers(), Token: localToken,
+	})
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
+	defer func() {
+		if err := removeLocal(); err != nil {
+			log.Warn("remove the local server file", "err", err)
+		}
+	}()
 	ready.Store(true)
 	log.Info("cohortsync serving", "http_addr", addr, "workspace_of_first_key", FirstWorkspace)
 	printTryIt(opts.Out, addr, creds, firstKey)

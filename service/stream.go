@@ -35,6 +35,7 @@ type Stream struct {
 	done      chan struct{} // closed when the runner returns
 	runErr    error         // the runner's result, set before done closes
 	cancel    context.CancelFunc
+	drained   bool // Drain was called
 }
 
 // StreamOptions choose what differs between serve's stream and other runs of
@@ -43,6 +44,10 @@ type StreamOptions struct {
 	// Source replaces the consumer group on the landing topic, for replays
 	// that must leave the live group's offsets alone.
 	Source pipeline.Source
+	// BeforeRun, when set, is called with the state of record once the
+	// sinks are open and before the first record is read: a replay reads the
+	// totals it reports its effect against.
+	BeforeRun func(ctx context.Context, record stateofrecord.Store) error
 }
 
 // StartStream runs the consumer side without the HTTP server, for commands
@@ -113,6 +118,11 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	if err != nil {
 		return fail(err)
 	}
+	if opts.BeforeRun != nil {
+		if err := opts.BeforeRun(ctx, record); err != nil {
+			return fail(err)
+		}
+	}
 	src := opts.Source
 	if src == nil {
 		gs, err := core.Kafka.NewGroupSource(core.Kafka.Config().Topics.Exports, kafka.DefaultGroupConfig(), reg, log)
@@ -165,15 +175,24 @@ func (s *Stream) Healthy() error {
 	return nil
 }
 
-// Stop stops the runner first (it stops fetching and drains), then closes the sinks.
-func (s *Stream) Stop() error {
-	var errs []error
-	if s.runner != nil {
-		s.cancel()
-		errs = append(errs, s.Err())
-		<-s.snapDone
+// Drain stops the runner (it stops fetching and finishes what is in flight)
+// and leaves the sinks open, so a replay can read what it changed. The
+// first call returns the runner's result, later ones nil, so that Stop
+// after Drain does not report it twice.
+func (s *Stream) Drain() error {
+	if s.runner == nil || s.drained {
+		return nil
 	}
-	return errors.Join(append(errs, s.close())...)
+	s.drained = true
+	s.cancel()
+	err := s.Err()
+	<-s.snapDone
+	return err
+}
+
+// Stop drains the runner, then closes the sinks.
+func (s *Stream) Stop() error {
+	return errors.Join(s.Drain(), s.close())
 }
 
 func (s *Stream) close() error {
@@ -213,10 +232,16 @@ func importRules(cfg config.Config, dir identity.Lookups, reg prometheus.Registe
 
 // BackfillDestination lands backfilled envelopes on the landing topic after
 // counting them with the stream's own stages over dir.
-func BackfillDestination(cfg config.Config, dir identity.Lookups, lander backfill.Lander, log *slog.Logger) (*backfill.Local, error) {
+func BackfillDestination(cfg config.Config, dir *identities.Directory, lander backfill.Lander, log *slog.Logger) (*backfill.Local, error) {
 	transforms, resolver, err := importRules(cfg, dir, nil, log)
 	if err != nil {
 		return nil, err
 	}
-	return &backfill.Local{Lander: lander, Transforms: transforms, Resolver: resolver, MaxRecordBytes: cfg.Kafka.MaxMessageBytes - 4096}, nil
+	return &backfill.Local{
+		Lander: lander, Transforms: transforms, Resolver: resolver,
+		MaxRecordBytes: cfg.Kafka.MaxMessageBytes - 4096,
+		// Identities loaded before a batch are counted with it: a dry run
+		// right after `identities load` must not call their users unknown.
+		CaughtUp: dir.WaitApplied,
+	}, nil
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -62,9 +64,11 @@ the same backfill twice changes no state and no data-point totals.
 Where records go: without --server, backfill opens --data-dir itself (the
 embedded broker, consumed in-process until everything is applied) or the
 --kafka-brokers of a distributed deployment (whose instances apply them). While
-a server holds the data directory, pass --server URL --token T: records land
-through that server's POST /v1/workspaces/{ws}/backfill. --dry-run prints what
-would be landed and dropped, and writes nothing. An interrupted run resumes
+a server holds the data directory, backfill finds it in DATA_DIR/server.json
+and lands through its POST /v1/workspaces/{ws}/backfill; --server URL --token T
+does the same with a server elsewhere. A replay (--from kafka) runs the sinks
+itself and never goes through a server. --dry-run prints what would be landed
+and dropped, and writes nothing. An interrupted run resumes
 from its checkpoint under DATA_DIR/backfill/ when run again; a run that
 finished says so and lands nothing (--restart lands it again). Every run ends
 with a summary: read, landed, dropped by reason, data points.`,
@@ -170,25 +174,43 @@ func printSummary(out io.Writer, format string, s backfill.Summary, checkpoint s
 		return nil
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	verb := "landed"
-	if s.DryRun {
-		verb = "would land"
-	}
 	title := "summary"
 	if s.DryRun {
 		title = "dry run"
 	}
 	fmt.Fprintf(w, "backfill %s (run %s)\n", title, s.RunID)
-	fmt.Fprintf(w, "  read\t%d records\n", s.Read)
-	fmt.Fprintf(w, "  bad lines\t%d\n", s.BadLines)
-	fmt.Fprintf(w, "  %s\t%d records", verb, s.Landed)
-	if s.Resumed > 0 {
-		fmt.Fprintf(w, " (%d by the interrupted run resumed here)", s.Resumed)
+	switch {
+	case s.Replay:
+		// A replay lands nothing: it sends landed records through the sinks again.
+		verb := "replayed"
+		if s.DryRun {
+			verb = "would replay"
+		}
+		fmt.Fprintf(w, "  %s\t%d records\n", verb, s.Read)
+		if !s.DryRun {
+			fmt.Fprintf(w, "  assignments\t%d re-applied (those applied before change nothing)\n", s.Replayed)
+			fmt.Fprintf(w, "  data points\t%d new billable (each landed record counts once)\n", s.DataPoints)
+			fmt.Fprintf(w, "  membership changes\t%d\n", s.Transitions)
+		}
+	default:
+		verb := "landed"
+		if s.DryRun {
+			verb = "would land"
+		}
+		fmt.Fprintf(w, "  read\t%d records\n", s.Read)
+		fmt.Fprintf(w, "  bad lines\t%d\n", s.BadLines)
+		fmt.Fprintf(w, "  %s\t%d records", verb, s.Landed)
+		if s.Resumed > 0 {
+			fmt.Fprintf(w, " (%d by the interrupted run resumed here)", s.Resumed)
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "  data points\t%d accepted assignments (counted once per record id: landing them again adds nothing)\n", s.DataPoints)
 	}
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  data points\t%d accepted assignments (counted once per record id: landing them again adds nothing)\n", s.DataPoints)
 	for _, r := range s.Reasons() {
 		fmt.Fprintf(w, "  dropped: %s\t%d ids\n", r, s.Dropped[r])
+	}
+	for _, r := range slices.Sorted(maps.Keys(s.DroppedRecords)) {
+		fmt.Fprintf(w, "  dropped: %s\t%d records\n", r, s.DroppedRecords[r])
 	}
 	for _, bl := range s.Samples {
 		fmt.Fprintf(w, "  bad line\t%s\n", bl.Error)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cohortsync/cohortsync/config"
+	"github.com/cohortsync/cohortsync/connectors/backfill"
 	"github.com/cohortsync/cohortsync/demo"
 	"github.com/cohortsync/cohortsync/service"
 	"github.com/cohortsync/cohortsync/sinks/state"
@@ -266,9 +267,11 @@ func TestBackfillFromFilesReachesTheStreamState(t *testing.T) {
 		args := []string{"backfill", "--from", "kafka", "--since", "2000-01-01T00:00:00Z", "--data-dir", streamDir, "--output", "json"}
 		r := execute(t, ctx, nil, nil, append(args, "--dry-run")...)
 		var sum struct {
-			Read       int64 `json:"read"`
-			DataPoints int64 `json:"data_points"`
-			Complete   bool  `json:"complete"`
+			Read        int64 `json:"read"`
+			Replayed    int64 `json:"replayed"`
+			DataPoints  int64 `json:"data_points"`
+			Transitions int64 `json:"transitions"`
+			Complete    bool  `json:"complete"`
 		}
 		if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &sum) != nil || sum.Read == 0 {
 			t.Fatalf("dry run: exit %d %s %s", r.code, r.stdout, r.stderr)
@@ -278,8 +281,10 @@ func TestBackfillFromFilesReachesTheStreamState(t *testing.T) {
 		if r.code != exitOK {
 			t.Fatalf("replay: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 		}
-		if err := json.Unmarshal([]byte(r.stdout), &sum); err != nil || sum.Read != records || !sum.Complete || sum.DataPoints != exp.Billable {
-			t.Fatalf("replay summary %s: want %d records read, complete, %d accepted assignments", r.stdout, records, exp.Billable)
+		// Every assignment went through the sinks again, and none of them
+		// was new: no data point, no membership change.
+		if err := json.Unmarshal([]byte(r.stdout), &sum); err != nil || sum.Read != records || !sum.Complete || sum.Replayed != exp.Billable || sum.DataPoints != 0 || sum.Transitions != 0 {
+			t.Fatalf("replay summary %s: want %d records read, complete, %d assignments replayed, 0 new data points, 0 membership changes", r.stdout, records, exp.Billable)
 		}
 		if d := readOutcome(t, streamDir, cohorts).diff(want); d != "" {
 			t.Fatalf("after the replay: %s", d)
@@ -299,11 +304,37 @@ func TestBackfillFromFilesReachesTheStreamState(t *testing.T) {
 		if r := execute(t, ctx, env, nil, "identities", "load", ids, "--server", base); r.code != exitOK {
 			t.Fatalf("identities load: %d %s %s", r.code, r.stdout, r.stderr)
 		}
-		// The server holds dir: backfill must say how to go through it.
-		r := execute(t, ctx, env, nil, "backfill", "--from", "file", csv, "--data-dir", dir)
-		if r.code == exitOK || !strings.Contains(r.stderr, "--server") {
-			t.Fatalf("backfill on a held data dir: exit %d, %s", r.code, r.stderr)
+		// The server holds dir: the commands README prints work as printed,
+		// through the server, with no --server and no token.
+		var sum struct {
+			Landed     int64 `json:"landed"`
+			DataPoints int64 `json:"data_points"`
+			DryRun     bool  `json:"dry_run"`
 		}
+		r := execute(t, ctx, nil, nil, "backfill", "--from", "file", csv, "--data-dir", dir, "--dry-run", "--output", "json")
+		if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &sum) != nil || !sum.DryRun || !strings.Contains(r.stderr, "working through it") {
+			t.Fatalf("dry run on a held data dir: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+		wouldLand, wouldBill := sum.Landed, sum.DataPoints
+		r = execute(t, ctx, nil, nil, "backfill", "--from", "file", csv, "--data-dir", dir, "--output", "json")
+		if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &sum) != nil {
+			t.Fatalf("backfill on a held data dir: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+		if wouldLand == 0 || sum.Landed != wouldLand || sum.DataPoints != wouldBill {
+			t.Fatalf("the dry run said %d records and %d data points; the run landed %d with %d", wouldLand, wouldBill, sum.Landed, sum.DataPoints)
+		}
+		// A replay needs the sinks the server holds: it says so once, and
+		// its dry run still counts the window.
+		r = execute(t, ctx, nil, nil, "backfill", "--from", "kafka", "--since", "2000-01-01T00:00:00Z", "--data-dir", dir)
+		if r.code != exitUsage || !strings.Contains(r.stderr, "cannot go through a server") || strings.Contains(r.stderr, "add --server") {
+			t.Fatalf("replay on a held data dir: exit %d, %s", r.code, r.stderr)
+		}
+		r = execute(t, ctx, nil, nil, "backfill", "--from", "kafka", "--since", "2000-01-01T00:00:00Z", "--data-dir", dir, "--dry-run")
+		if r.code != exitOK || !strings.Contains(r.stdout, "would replay") {
+			t.Fatalf("replay dry run on a held data dir: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+		// The same file through --server from another data directory lands
+		// the same record ids again: nothing more is billed.
 		r = execute(t, ctx, env, nil, "backfill", "--from", "file", csv, "--server", base, "--data-dir", filepath.Join(work, "client"))
 		if r.code != exitOK {
 			t.Fatalf("backfill through the server: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -568,4 +599,31 @@ func TestBackfillFromMixpanel(t *testing.T) {
 		t.Fatalf("changed list: %d data points, want %d (only the difference)", dp, changed)
 	}
 	check(m2, int64(len(m1))+changed)
+}
+
+// TestPrintSummaryShowsEveryDrop: whole records a transform dropped
+// (retention) are in the table next to refused ids, and a replay says what it
+// changed rather than how many assignments passed through.
+func TestPrintSummaryShowsEveryDrop(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	sum := backfill.Summary{RunID: "r1", Read: 40, Replay: true, Replayed: 4329, Complete: true}
+	sum.DataPoints, sum.Transitions = 2, 2
+	sum.Dropped = map[string]int64{"unknown_user": 3}
+	sum.DroppedRecords = map[string]int64{"retention": 5}
+	if err := printSummary(&out, "table", sum, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"replayed", "40 records", "4329 re-applied", "2 new billable", "membership changes     2", "dropped: unknown_user  3 ids", "dropped: retention     5 records"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := printSummary(&out, "table", backfill.Summary{RunID: "r2", Read: 5, DryRun: true, Outcome: backfill.Outcome{Landed: 5}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "would land   5 records") {
+		t.Errorf("dry run summary:\n%s", out.String())
+	}
 }

@@ -52,7 +52,7 @@ type Source struct {
 
 // Outcome is what landing a batch did, counted with the stream's own stages.
 type Outcome struct {
-	// Landed counts records written (0 on a dry run).
+	// Landed counts records written, or on a dry run those that would be.
 	Landed int64 `json:"landed"`
 	// DataPoints counts the assignments the stream accepts: each is one
 	// billable data point the first time its record lands.
@@ -121,6 +121,14 @@ type Summary struct {
 	Read     int64 `json:"read"`
 	BadLines int64 `json:"bad_lines"`
 	Outcome
+	// Replay says the run replayed landed records (--from kafka). Replayed
+	// then counts the accepted assignments it sent through the sinks, those
+	// the stream had applied before included; DataPoints is what the replay
+	// added to the billable count, and Transitions the membership changes
+	// it made.
+	Replay      bool  `json:"replay,omitempty"`
+	Replayed    int64 `json:"replayed,omitempty"`
+	Transitions int64 `json:"transitions,omitempty"`
 	// Resumed counts the records a previous, interrupted run had landed.
 	Resumed int64 `json:"resumed"`
 	// Cohorts counts envelopes per workspace/partner/cohort.

@@ -26,6 +26,9 @@ type Local struct {
 	Resolver   pipeline.Resolver
 	// MaxRecordBytes is the largest encoded envelope the topic takes.
 	MaxRecordBytes int
+	// CaughtUp, when set, returns once the Resolver sees every identity
+	// landed before the call; each batch waits for it before it is counted.
+	CaughtUp func(ctx context.Context) error
 }
 
 // Land implements Destination.
@@ -51,6 +54,7 @@ func (l *Local) Land(ctx context.Context, envs []schemas.Envelope, dryRun bool) 
 		return out, err
 	}
 	if dryRun {
+		out.Landed = int64(len(kvs))
 		return out, nil
 	}
 	if l.Lander == nil {
@@ -68,6 +72,11 @@ func (l *Local) count(ctx context.Context, recs []pipeline.Record, out *Outcome)
 	out.Dropped, out.DroppedRecords = map[string]int64{}, map[string]int64{}
 	if l.Resolver == nil {
 		return nil
+	}
+	if l.CaughtUp != nil {
+		if err := l.CaughtUp(ctx); err != nil {
+			return fmt.Errorf("identities: %w", err)
+		}
 	}
 	rej := pipeline.NewRejections()
 	kept := recs

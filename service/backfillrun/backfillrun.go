@@ -17,6 +17,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,7 @@ import (
 	"github.com/cohortsync/cohortsync/kafka/broker"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
+	"github.com/cohortsync/cohortsync/segments"
 	"github.com/cohortsync/cohortsync/segments/api"
 	"github.com/cohortsync/cohortsync/service"
 	"github.com/cohortsync/cohortsync/service/stateofrecord"
@@ -100,7 +102,7 @@ func (o Options) Validate() error {
 			errs = append(errs, errors.New("--from kafka needs --since"))
 		}
 		if o.Server != "" {
-			errs = append(errs, errors.New("--from kafka runs the sinks itself and cannot go through --server: stop the server, or give --kafka-brokers and --clickhouse-addr"))
+			errs = append(errs, errors.New("--from kafka "+replayWhere))
 		}
 	case FromMixpanel:
 		if o.Mixpanel.ProjectID == "" || o.Mixpanel.CohortID == "" {
@@ -119,6 +121,10 @@ func (o Options) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// replayWhere says where a replay can run, in the one wording every
+// refusal uses: it opens the sinks itself, so it cannot go through a server.
+const replayWhere = "runs the transforms and sinks itself, so it cannot go through a server: on the embedded default run it while no server holds --data-dir (stop serve; it resumes where it stopped), or, with ClickHouse as the state of record, give --kafka-brokers and --clickhouse-addr and run it beside the running instances"
 
 // UsageError is a problem with the options the caller must fix; the CLI
 // answers it with its usage exit status.
@@ -243,29 +249,40 @@ func fileSources(paths []string, opts files.Options) ([]backfill.Source, error) 
 // destination opens where records go, and the identity directory the
 // counts (and a Mixpanel diff) resolve with.
 func (b *backfiller) destination(ctx context.Context) (backfill.Destination, error) {
-	if b.opts.Server != "" {
-		remote, err := backfill.NewRemote(b.opts.Server, b.opts.Token, nil)
+	if b.opts.Server == "" {
+		viaServer, err := b.openLocal(ctx)
 		if err != nil {
-			return nil, &UsageError{err}
+			return nil, err
 		}
-		if b.opts.From == "mixpanel" {
-			// The diff needs the identity directory: replicate it from the
-			// deployment's Kafka into this run's own data directory.
+		if !viaServer {
+			return b.localDestination(ctx)
+		}
+	}
+	remote, err := backfill.NewRemote(b.opts.Server, b.opts.Token, nil)
+	if err != nil {
+		return nil, &UsageError{err}
+	}
+	if b.opts.From == "mixpanel" {
+		// The diff needs the identity directory: replicate it from the
+		// deployment's Kafka into this run's own data directory.
+		if b.core == nil {
 			if len(b.cfg.Kafka.Brokers) == 0 {
-				return nil, &UsageError{errors.New("--from mixpanel with --server also needs --kafka-brokers (the server's Kafka; for the embedded broker start serve with COHORTSYNC_EMBEDDED_KAFKA_ADDR=127.0.0.1:9092) to read the identity directory, and a --data-dir of its own")}
+				return nil, &UsageError{errors.New("--from mixpanel with --server also needs --kafka-brokers (the server's Kafka, on the embedded default its embedded.kafka_addr) to read the identity directory, and a --data-dir of its own")}
 			}
 			if err := b.openCore(ctx); err != nil {
 				return nil, err
 			}
-			if err := b.openDirectory(ctx); err != nil {
-				return nil, err
-			}
 		}
-		return remote, nil
+		if err := b.openDirectory(ctx); err != nil {
+			return nil, err
+		}
 	}
-	if err := b.openCore(ctx); err != nil {
-		return nil, err
-	}
+	return remote, nil
+}
+
+// localDestination lands on the data directory's own Kafka, counting with
+// the stream's stages; b.core is open.
+func (b *backfiller) localDestination(ctx context.Context) (backfill.Destination, error) {
 	if b.core.Broker != nil && !b.opts.DryRun {
 		// The data directory is ours: apply what lands in-process, as the
 		// server would, on the live consumer group.
@@ -289,15 +306,39 @@ func (b *backfiller) destination(ctx context.Context) (backfill.Destination, err
 
 func (b *backfiller) openCore(ctx context.Context) error {
 	core, err := service.OpenCore(ctx, b.cfg, b.log, b.reg)
-	if errors.Is(err, broker.ErrLocked) {
-		return fmt.Errorf("%w\na running server holds %s: add --server http://HOST:PORT --token TOKEN to land through it", err, b.cfg.DataDir)
-	}
 	if err != nil {
 		return err
 	}
 	b.core = core
 	b.closers = append(b.closers, core.Close)
 	return nil
+}
+
+// openLocal opens the data directory's Kafka. When a running server holds
+// the directory, the run goes through that server instead (viaServer):
+// records land through its API, and b.core is opened on its Kafka for what
+// reads it (a Mixpanel diff's identity directory, waiting for the stream).
+func (b *backfiller) openLocal(ctx context.Context) (viaServer bool, err error) {
+	lockErr := b.openCore(ctx)
+	if !errors.Is(lockErr, broker.ErrLocked) {
+		return false, lockErr
+	}
+	ls, found, err := service.ReadLocalServer(b.cfg.DataDir)
+	if err != nil {
+		return false, errors.Join(lockErr, err)
+	}
+	if !found {
+		return false, fmt.Errorf("%w\nanother cohortsync command holds %s (a backfill, snapshot or parquet compact: a server would have written %s there); run this once it has finished", lockErr, b.cfg.DataDir, service.LocalServerFile)
+	}
+	b.opts.Server, b.opts.Token = ls.URL, ls.Token
+	b.cfg.Kafka.Brokers = ls.KafkaBrokers
+	// The server's Kafka is its embedded broker: one broker, one replica.
+	b.cfg.Kafka.ReplicationFactor = 1
+	fmt.Fprintf(b.opts.Stderr, "a running server (pid %d) holds %s: working through it at %s\n", ls.PID, b.cfg.DataDir, ls.URL)
+	if err := b.openCore(ctx); err != nil {
+		return true, fmt.Errorf("backfill: the running server's Kafka at %v: %w", ls.KafkaBrokers, err)
+	}
+	return true, nil
 }
 
 // openDirectory replicates the identity directory under
@@ -324,7 +365,9 @@ func (b *backfiller) directory() *identities.Directory {
 // on the landing topic, so the summary's data points are in the totals when
 // the command returns.
 func (b *backfiller) waitApplied(ctx context.Context) error {
-	if b.opts.Wait == 0 || b.core == nil || b.opts.Server != "" {
+	if b.opts.Wait == 0 || b.core == nil {
+		// Through a server without its Kafka: the server applies what
+		// landed, and this run cannot see when.
 		return nil
 	}
 	topic := b.core.Kafka.Config().Topics.Exports
@@ -502,8 +545,12 @@ func (b *backfiller) replayKafka(ctx context.Context) error {
 			return &UsageError{fmt.Errorf("--until %s is not after --since %s", b.opts.Until, b.opts.Since)}
 		}
 	}
-	if err := b.openCore(ctx); err != nil {
+	viaServer, err := b.openLocal(ctx)
+	if err != nil {
 		return err
+	}
+	if viaServer && !b.opts.DryRun {
+		return &UsageError{fmt.Errorf("--from kafka %s", replayWhere)}
 	}
 	topic := b.core.Kafka.Config().Topics.Exports
 	runID := backfill.RunID("kafka", []string{b.opts.Since, b.opts.Until}, nil)
@@ -530,7 +577,7 @@ func (b *backfiller) replayKafka(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sum := backfill.Summary{RunID: runID, DryRun: b.opts.DryRun}
+	sum := backfill.Summary{RunID: runID, DryRun: b.opts.DryRun, Replay: true}
 	sum.Read = src.Total()
 	if b.opts.DryRun {
 		if err := src.Close(); err != nil {
@@ -541,7 +588,23 @@ func (b *backfiller) replayKafka(ctx context.Context) error {
 		return nil
 	}
 	start := src.Done()
-	st, err := service.StartStream(ctx, b.cfg, b.core, b.log, b.reg, service.StreamOptions{Source: src})
+	// The summary reports what the replay changed: the state of record's
+	// totals over the window's landing days, before and after. The
+	// runner's own count would include every assignment the stream had
+	// applied already, which change nothing and bill nothing.
+	lastDay := until
+	if lastDay.IsZero() {
+		lastDay = time.Now()
+	}
+	var before effect
+	st, err := service.StartStream(ctx, b.cfg, b.core, b.log, b.reg, service.StreamOptions{
+		Source: src,
+		BeforeRun: func(ctx context.Context, record stateofrecord.Store) error {
+			var err error
+			before, err = b.effect(ctx, record, since, lastDay)
+			return err
+		},
+	})
 	if err != nil {
 		_ = src.Close()
 		return err
@@ -576,10 +639,17 @@ loop:
 			}
 		}
 	}
-	// Stop drains what is in flight; only acked batches move Done and
+	// Drain finishes what is in flight; only acked batches move Done and
 	// count in the runner's totals, read once it has stopped.
-	runErr = errors.Join(runErr, st.Stop())
+	runErr = errors.Join(runErr, st.Drain())
 	outcomeFromTotals(st.Totals(), &sum)
+	after, err := b.effect(context.WithoutCancel(ctx), st.Record(), since, lastDay)
+	if err == nil {
+		sum.DataPoints, sum.Transitions = after.billable-before.billable, after.transitions-before.transitions
+	} else {
+		runErr = errors.Join(runErr, fmt.Errorf("backfill: read what the replay changed: %w", err))
+	}
+	runErr = errors.Join(runErr, st.Stop())
 	b.stream = nil
 	rep.Add(advanced(start, src.Done()) - reported)
 	rep.Finish()
@@ -605,14 +675,49 @@ func advanced(start, now map[int]int64) int64 {
 }
 
 // outcomeFromTotals copies what the runner made durable into the summary:
-// accepted ids (the resolver's change rows), refused ids by reason, and whole
-// records dropped by a transform or sent to the dead letter, by reason.
+// accepted ids (the resolver's change rows, applied before or not), refused
+// ids by reason, and whole records dropped by a transform (retention) or
+// sent to the dead letter, by reason.
 func outcomeFromTotals(t pipeline.Totals, sum *backfill.Summary) {
-	sum.DataPoints = t.Changes
+	sum.Replay = true
+	sum.Replayed = t.Changes
 	sum.Dropped, sum.DroppedRecords = map[string]int64{}, map[string]int64{}
 	maps.Copy(sum.Dropped, t.RejectedIDs)
 	maps.Copy(sum.DroppedRecords, t.DroppedRecords)
 	for reason, n := range t.DeadLettered {
 		sum.DroppedRecords[reason] += n
 	}
+}
+
+// effect is what the state of record counts over some landing days.
+type effect struct{ billable, transitions int64 }
+
+// effect sums billable data points and membership transitions over the
+// landing days from..to of every workspace the store or the key store
+// knows.
+func (b *backfiller) effect(ctx context.Context, record stateofrecord.Store, from, to time.Time) (effect, error) {
+	eng, release, err := record.Engine(stateofrecord.EngineOptions{Logger: b.log})
+	if err != nil {
+		return effect{}, err
+	}
+	defer func() { _ = release() }()
+	ws := b.core.Keys.Workspaces()
+	more, err := record.Workspaces()
+	if err != nil {
+		return effect{}, err
+	}
+	ws = append(ws, more...)
+	slices.Sort(ws)
+	var e effect
+	for _, w := range slices.Compact(ws) {
+		rows, err := eng.DataPoints(ctx, w, from, to, segments.GroupByDay)
+		if err != nil {
+			return effect{}, fmt.Errorf("data points of %s: %w", w, err)
+		}
+		for _, r := range rows {
+			e.billable += r.Billable
+			e.transitions += r.Transitions
+		}
+	}
+	return e, nil
 }

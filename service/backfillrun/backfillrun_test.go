@@ -14,7 +14,7 @@ func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, want := range []string{"needs --since", "cannot go through --server", "takes no PATH", "--batch 0"} {
+	for _, want := range []string{"needs --since", "cannot go through a server", "takes no PATH", "--batch 0"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}

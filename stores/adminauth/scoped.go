@@ -3,6 +3,7 @@ package adminauth
 import (
 	"errors"
 	"net/http"
+	"slices"
 )
 
 // TokenVerifier finds the record of a presented workspace token.
@@ -15,11 +16,14 @@ type TokenVerifier interface {
 type Scoped struct {
 	admin  *AdminToken
 	tokens TokenVerifier
+	// also are further global tokens: the one a server hands to local
+	// commands for the length of one start.
+	also []*AdminToken
 }
 
-// NewScoped returns the Authorizer for the global token admin and the
-// workspace tokens tokens verifies.
-func NewScoped(admin *AdminToken, tokens TokenVerifier) (*Scoped, error) {
+// NewScoped returns the Authorizer for the global token admin, any further
+// global tokens also, and the workspace tokens tokens verifies.
+func NewScoped(admin *AdminToken, tokens TokenVerifier, also ...*AdminToken) (*Scoped, error) {
 	var errs []error
 	if admin == nil {
 		errs = append(errs, errors.New("nil admin token"))
@@ -27,10 +31,13 @@ func NewScoped(admin *AdminToken, tokens TokenVerifier) (*Scoped, error) {
 	if tokens == nil {
 		errs = append(errs, errors.New("nil token verifier"))
 	}
+	if slices.Contains(also, nil) {
+		errs = append(errs, errors.New("nil further admin token"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, errors.Join(errors.New("adminauth: scoped authorizer"), err)
 	}
-	return &Scoped{admin: admin, tokens: tokens}, nil
+	return &Scoped{admin: admin, tokens: tokens, also: also}, nil
 }
 
 // Authorize reports whether Check allows the request.
@@ -49,6 +56,11 @@ func (s *Scoped) Check(r *http.Request, workspace string) Decision {
 		return Unauthenticated
 	case s.admin.matches(tok):
 		return AllowedGlobal
+	}
+	for _, a := range s.also {
+		if a.matches(tok) {
+			return AllowedGlobal
+		}
 	}
 	t, ok := s.tokens.Verify(tok)
 	switch {
