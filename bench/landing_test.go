@@ -26,6 +26,7 @@ var curlBody = regexp.MustCompile(`-d '([^']+)'`)
 // HTTP request → validation → envelope → kafka-go acks=all → kfake fsync → 201.
 func BenchmarkLanding(b *testing.B) {
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir = b.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Ingest.RateLimitPerHour = 1 << 40

@@ -42,6 +42,7 @@ func BenchmarkVisibility(b *testing.B) {
 func visibility(b *testing.B, cfg config.Config) {
 	const admin, users = "cst_visibility-bench-admin", 1000
 	cfg.DataDir, cfg.HTTPAddr, cfg.AdminToken = b.TempDir(), "127.0.0.1:0", admin
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0"
 	out := &testkit.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -22,6 +22,10 @@ import (
 // EnvPrefix starts the name of every environment variable that configures cohortsync.
 const EnvPrefix = "COHORTSYNC_"
 
+// DefaultEmbeddedKafkaAddr is where the embedded broker listens unless
+// embedded.kafka_addr says otherwise: Kafka's own port, on loopback only.
+const DefaultEmbeddedKafkaAddr = "127.0.0.1:9092"
+
 // envelopeRoom is what a landed record may add around the request body it
 // carries (schema version, ids, timestamps, JSON escaping of headers). Keeping
 // ingest.max_body_bytes this far below kafka.max_message_bytes means a request
@@ -91,7 +95,8 @@ type Ingest struct {
 
 // Embedded configures the in-process broker started when kafka.brokers is empty.
 type Embedded struct {
-	// KafkaAddr is where the embedded broker listens; port 0 picks a free one.
+	// KafkaAddr is where the embedded broker listens; port 0 picks a free
+	// one (tests, which run many brokers at once).
 	KafkaAddr string `yaml:"kafka_addr"`
 }
 
@@ -162,7 +167,9 @@ func Default() Config {
 			RateBurst:        1000,
 		},
 		Kafka:    kafka.DefaultConfig(),
-		Embedded: Embedded{KafkaAddr: "127.0.0.1:0"},
+		// A fixed port, so kcat and a second command find the broker
+		// without reading the log.
+		Embedded: Embedded{KafkaAddr: DefaultEmbeddedKafkaAddr},
 		ClickHouse: ClickHouse{
 			Database:       "cohortsync",
 			Username:       "default",

@@ -44,7 +44,7 @@ func settingDocs() map[string]string {
 		"kafka.batch_timeout":            "How long a landing waits for other records to share its produce batch.",
 		"kafka.write_timeout":            "Bound on one landing including its acks; past it the partner gets 503.",
 
-		"embedded.kafka_addr": "Where the embedded broker listens (only without `kafka.brokers`); port 0 picks a free one.",
+		"embedded.kafka_addr": "Where the embedded broker listens (only without `kafka.brokers`), printed in the start banner; Kafka clients such as kcat connect here. Port 0 picks a free one at each start.",
 
 		"clickhouse.addr":             "ClickHouse native-protocol HOST:PORT (comma-separated for fail-over). Empty keeps the embedded state store.",
 		"clickhouse.database":         "Database that holds every table; created by the migration.",

@@ -36,6 +36,7 @@ const (
 func startService(t *testing.T, dir string) (string, func()) {
 	t.Helper()
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir = dir
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.AdminToken = adminToken

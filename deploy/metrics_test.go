@@ -344,6 +344,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 	brokers := kafkatest.NewCluster(t)
 	const admin = "cst_metrics-test-admin-token"
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir = t.TempDir()
 	cfg.Kafka.Brokers = brokers
 	cfg.ClickHouse.Addr = chAddr
@@ -368,6 +369,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 
 	// The embedded shape exposes the state store's metrics instead of ClickHouse's.
 	embedded := config.Default()
+	embedded.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	embedded.DataDir = t.TempDir()
 	_, embeddedFamilies := exposedMetrics(t, start(t, embedded).addr)
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 )
 
 // printCredentials shows the admin token and partner keys that were
@@ -38,11 +39,31 @@ func printFirstKey(out io.Writer, firstKey string) {
 	fmt.Fprintf(out, "  data import key (client_secret) of workspace %q, partner mixpanel:  %s\n\n", FirstWorkspace, firstKey)
 }
 
-// printTryIt shows one curl line that lands a change with the first key, once
-// the API listens on addr.
-func printTryIt(out io.Writer, addr string, creds credentials, firstKey string) {
+// printServing says where this start can be reached, at every start: the
+// HTTP API and the Kafka brokers (the embedded broker's fixed address, for
+// kcat and for commands run beside the server).
+func printServing(out io.Writer, url string, brokers []string, embedded bool, dataDir string) {
+	kafka := strings.Join(brokers, ",")
+	if embedded {
+		kafka += fmt.Sprintf(" (embedded broker, data in %s; kcat -b %s -L)", dataDir, brokers[0])
+	}
+	fmt.Fprintln(out, "cohortsync is serving")
+	fmt.Fprintf(out, "  HTTP API  %s  (GET /openapi.json describes it)\n", url)
+	fmt.Fprintf(out, "  Kafka     %s\n\n", kafka)
+}
+
+// printTryIt shows the first steps with the first key, once the API
+// listens on url: make two users known, add them to a cohort with the
+// partner API, and list the cohorts. A partner push only changes
+// membership for users the identity directory knows, so the identities
+// come first, or the cohort would never appear.
+func printTryIt(out io.Writer, url string, creds credentials, firstKey string) {
 	if firstKey == "" {
 		return
+	}
+	token := creds.generatedAdminToken
+	if token == "" {
+		token = "$COHORTSYNC_ADMIN_TOKEN"
 	}
 	body, _ := json.Marshal(map[string]any{
 		"partner_api_key": creds.partners["mixpanel"],
@@ -50,6 +71,8 @@ func printTryIt(out io.Writer, addr string, creds credentials, firstKey string) 
 		"cohort_id":       "first-cohort",
 		"cohort_changes":  []map[string]any{{"user_ids": []string{"user-1", "user-2"}}},
 	})
-	fmt.Fprintln(out, "Try it (expects 201):")
-	fmt.Fprintf(out, "  curl -sS -i -X POST http://%s/partners/mixpanel/cohorts/users -H 'Content-Type: application/json' -d '%s'\n\n", addr, body)
+	fmt.Fprintln(out, "Try it: make two users known, add them to a cohort (expects 201), and a moment later list the cohorts:")
+	fmt.Fprintf(out, "  printf '%%s\\n' '{\"user_id\":\"user-1\",\"external_id\":\"user-1\"}' '{\"user_id\":\"user-2\",\"external_id\":\"user-2\"}' | curl -sS -X POST %s/v1/workspaces/%s/identities -H \"Authorization: Bearer %s\" -H 'Content-Type: application/x-ndjson' --data-binary @-\n", url, FirstWorkspace, token)
+	fmt.Fprintf(out, "  curl -sS -i -X POST %s/partners/mixpanel/cohorts/users -H 'Content-Type: application/json' -d '%s'\n", url, body)
+	fmt.Fprintf(out, "  curl -sS %s/v1/workspaces/%s/cohorts -H \"Authorization: Bearer %s\"\n\n", url, FirstWorkspace, token)
 }

@@ -18,6 +18,7 @@ import (
 func TestProfilesOnTheirOwnListenerOnly(t *testing.T) {
 	t.Parallel()
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.DebugAddr = "127.0.0.1:0"

@@ -25,6 +25,7 @@ func TestWorkspaceTokenIsolationEveryRoute(t *testing.T) {
 	t.Parallel()
 	const admin = "cst_isolation-test-admin-token"
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir, cfg.HTTPAddr, cfg.AdminToken = t.TempDir(), "127.0.0.1:0", admin
 	cfg.Kafka.Partitions = 1
 	ctx, cancel := context.WithCancel(context.Background())

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -70,6 +71,25 @@ func ReadLocalServer(dataDir string) (ls LocalServer, found bool, err error) {
 		return LocalServer{}, false, fmt.Errorf("service: %s names no URL or token", path)
 	}
 	return ls, true, nil
+}
+
+// HeldBy is called by a command that found dataDir locked (lockErr): it
+// returns the running server to work through instead, or an error that
+// says who holds the directory when no server does.
+func HeldBy(dataDir string, lockErr error) (LocalServer, error) {
+	ls, found, err := ReadLocalServer(dataDir)
+	if err != nil {
+		return LocalServer{}, errors.Join(lockErr, err)
+	}
+	if !found {
+		return LocalServer{}, fmt.Errorf("%w\nanother cohortsync command holds %s (a backfill, snapshot or parquet compact: a server would have written %s there); run this once it has finished", lockErr, dataDir, LocalServerFile)
+	}
+	return ls, nil
+}
+
+// Announce tells the user the command works through ls, on w.
+func (ls LocalServer) Announce(w io.Writer, dataDir string) {
+	fmt.Fprintf(w, "a running server (pid %d) holds %s: working through it at %s\n", ls.PID, dataDir, ls.URL)
 }
 
 // localURL is the base URL a client on this machine reaches a listener on

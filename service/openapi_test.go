@@ -64,6 +64,7 @@ func normalizePattern(p string) string {
 func TestOpenAPICoversEveryRoute(t *testing.T) {
 	t.Parallel()
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Kafka.Partitions = 3

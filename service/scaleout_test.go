@@ -67,6 +67,8 @@ func TestScaleOutThreeInstances(t *testing.T) {
 	refDB := chtest.NewDatabaseAt(t, chAddr)
 
 	base := config.Default()
+
+	base.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	base.Kafka.Brokers = brokers
 	base.Kafka.Partitions = 12
 	base.ClickHouse.Addr, base.ClickHouse.Database = chAddr, db

@@ -72,6 +72,7 @@ func TestSegmentsAnswerAlikeOnBothEngines(t *testing.T) {
 				t.Parallel()
 				const admin = "cst_segments-acceptance-admin"
 				cfg := config.Default()
+				cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 				cfg.DataDir, cfg.Kafka.Brokers, cfg.AdminToken = t.TempDir(), kafkatest.NewCluster(t), admin
 				if backend == "clickhouse" {
 					cfg.ClickHouse.Addr, cfg.ClickHouse.Database = chtest.NewDatabase(t)

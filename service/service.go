@@ -247,7 +247,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	}()
 	ready.Store(true)
 	log.Info("cohortsync serving", "http_addr", addr, "workspace_of_first_key", FirstWorkspace)
-	printTryIt(opts.Out, addr, creds, firstKey)
+	printServing(opts.Out, localURL(addr), core.kafkaBrokers(), core.Broker != nil, cfg.DataDir)
+	printTryIt(opts.Out, localURL(addr), creds, firstKey)
 	if opts.Ready != nil {
 		opts.Ready(addr)
 	}

@@ -32,6 +32,7 @@ type running struct {
 func startService(t *testing.T, dataDir string) running {
 	t.Helper()
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir = dataDir
 	return startWith(t, cfg)
 }
@@ -246,6 +247,7 @@ func TestRevocationReachesEveryInstance(t *testing.T) {
 	const partnerKey = "cpk_shared-mixpanel-partner-key"
 	instance := func() running {
 		cfg := config.Default()
+		cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 		cfg.DataDir = t.TempDir()
 		cfg.Kafka.Brokers = brokers
 		cfg.AdminToken = adminToken
@@ -311,6 +313,7 @@ func TestFailedFirstStartShowsCredentials(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir = dir
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Kafka.Partitions = 3
@@ -356,5 +359,56 @@ func TestFailedFirstStartShowsCredentials(t *testing.T) {
 		fmt.Sprintf(`{"partner_api_key":%q,"client_secret":%q,"cohort_id":"c","cohort_changes":[{"user_ids":["u1"]}]}`, partnerKey, key[1]))
 	if code != 201 {
 		t.Fatalf("push with the key shown by the failed start: %d %s", code, body)
+	}
+}
+
+var (
+	identitiesLine = regexp.MustCompile(`printf '%s\\n' ('[^']+'(?: '[^']+')*) \| curl .* -X POST (http://\S+/identities) -H "Authorization: Bearer (\S+)"`)
+	cohortsLine    = regexp.MustCompile(`curl -sS (http://\S+/cohorts) -H "Authorization: Bearer (\S+)"`)
+)
+
+// TestBannerStepsMakeTheCohortAppear follows the first start's "Try it"
+// lines as a newcomer would: the identities, then the push, then the
+// cohort listing, which must show the cohort with both users, and the
+// banner names the embedded broker's address.
+func TestBannerStepsMakeTheCohortAppear(t *testing.T) {
+	t.Parallel()
+	svc := startService(t, t.TempDir())
+	out := svc.out.String()
+	if !regexp.MustCompile(`Kafka\s+127\.0\.0\.1:\d+ \(embedded broker`).MatchString(out) {
+		t.Errorf("the banner does not name the embedded broker:\n%s", out)
+	}
+	ids, push, list := identitiesLine.FindStringSubmatch(out), curlLine.FindStringSubmatch(out), cohortsLine.FindStringSubmatch(out)
+	if ids == nil || push == nil || list == nil {
+		t.Fatalf("the banner lacks a step (identities %v, push %v, cohorts %v):\n%s", ids != nil, push != nil, list != nil, out)
+	}
+	var lines []string
+	for _, quoted := range regexp.MustCompile(`'([^']+)'`).FindAllStringSubmatch(ids[1], -1) {
+		lines = append(lines, quoted[1])
+	}
+	if code, resp := post(t, ids[2], "application/x-ndjson", ids[3], strings.Join(lines, "\n")+"\n"); code != http.StatusOK {
+		t.Fatalf("identities step: %d %s", code, resp)
+	}
+	if code, resp := post(t, push[1], "application/json", "", push[2]); code != http.StatusCreated {
+		t.Fatalf("push step: %d %s", code, resp)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, list[1], nil)
+		req.Header.Set("Authorization", "Bearer "+list[2])
+		code, resp := do(t, req)
+		var got struct {
+			Cohorts []struct {
+				CohortID    string `json:"cohort_id"`
+				MemberCount int64  `json:"member_count"`
+			} `json:"cohorts"`
+		}
+		if code == http.StatusOK && json.Unmarshal([]byte(resp), &got) == nil && len(got.Cohorts) == 1 && got.Cohorts[0].CohortID == "first-cohort" && got.Cohorts[0].MemberCount == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cohorts step: %d %s, want first-cohort with 2 members", code, resp)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -122,6 +122,7 @@ func TestDynamicSyncRestartedAndReplayed(t *testing.T) {
 			brokers := kafkatest.NewCluster(t)
 			const admin = "cst_sinks-test-admin-token"
 			cfg := config.Default()
+			cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 			cfg.DataDir, cfg.Kafka.Brokers, cfg.AdminToken = dir, brokers, admin
 			cfg.Kafka.Partitions = 3
 			var sor stateOfRecord = embeddedState{dir}

@@ -27,12 +27,9 @@ func parquetConfig(cfg config.Config) parquet.Config {
 // SnapshotNow writes the snapshots of sel from the state of record itself,
 // as one round of serve's snapshot job would, for `cohortsync snapshot`
 // without --server. On the embedded default it needs the data directory: it
-// fails with a hint while a server holds it.
+// fails with stateofrecord.ErrLocked while another process holds it.
 func SnapshotNow(ctx context.Context, cfg config.Config, sel snapshot.Selection) ([]snapshot.SnapshotInfo, error) {
 	record, err := stateofrecord.Open(ctx, cfg, stateofrecord.Options{LockTimeout: time.Second})
-	if errors.Is(err, stateofrecord.ErrLocked) {
-		return nil, fmt.Errorf("%w\na running server holds %s: use --server http://HOST:PORT --token ADMIN_TOKEN", err, cfg.DataDir)
-	}
 	if err != nil {
 		return nil, err
 	}

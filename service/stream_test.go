@@ -26,6 +26,7 @@ func TestStreamFromPartnerAPIToState(t *testing.T) {
 	brokers := kafkatest.NewCluster(t)
 	const admin = "cst_stream-test-admin-token"
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir = dir
 	cfg.Kafka.Brokers = brokers
 	cfg.AdminToken = admin

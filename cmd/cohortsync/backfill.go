@@ -29,7 +29,7 @@ type backfillFlags struct {
 	server, token       string
 	dryRun, restart     bool
 	wait, timeout       time.Duration
-	output              string
+	format              string
 	projectID, cohortID string
 	region, mixpanelURL string
 	mixpanelUser        string
@@ -77,8 +77,8 @@ with a summary: read, landed, dropped by reason, data points.`,
 			if err != nil {
 				return err
 			}
-			if f.output != "table" && f.output != "json" {
-				return &usageError{fmt.Errorf("--output %q: want table or json", f.output)}
+			if err := checkTableOrJSON(f.format); err != nil {
+				return err
 			}
 			if f.token == "" {
 				f.token = c.env[config.EnvPrefix+"ADMIN_TOKEN"]
@@ -119,7 +119,7 @@ with a summary: read, landed, dropped by reason, data points.`,
 				return &usageError{ue.Err}
 			}
 			if res.Summary.RunID != "" {
-				if perr := printSummary(c.stdout, f.output, res.Summary, res.Checkpoint); perr != nil {
+				if perr := printSummary(c.stdout, f.format, res.Summary, res.Checkpoint); perr != nil {
 					return errors.Join(err, perr)
 				}
 			}
@@ -138,7 +138,7 @@ with a summary: read, landed, dropped by reason, data points.`,
 	fl.BoolVar(&f.restart, "restart", false, "ignore the checkpoint of an interrupted run and start over")
 	fl.DurationVar(&f.wait, "wait", 10*time.Minute, "how long to wait for the stream to apply what was landed (0: do not wait)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "deadline for the whole run (0: none; Ctrl-C stops it, resumable)")
-	fl.StringVarP(&f.output, "output", "o", "table", "summary format: table or json")
+	bindFormat(fl, &f.format, "summary format: table or json")
 	fl.StringVar(&f.projectID, "project-id", "", "--from mixpanel: the numeric project id")
 	fl.StringVar(&f.cohortID, "cohort-id", "", "--from mixpanel: the cohort id (also the cohort_id of the landed records)")
 	fl.StringVar(&f.region, "region", "us", "--from mixpanel: us, eu or in")

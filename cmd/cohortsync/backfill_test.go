@@ -74,6 +74,7 @@ func (o outcome) diff(want outcome) string {
 func serveFor(t *testing.T, dir, admin string) (addr string, stop func()) {
 	t.Helper()
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir, cfg.HTTPAddr, cfg.AdminToken = dir, "127.0.0.1:0", admin
 	cfg.Kafka.Partitions = 2
 	ctx, cancel := context.WithCancel(context.Background())
@@ -228,7 +229,7 @@ func TestBackfillFromFilesReachesTheStreamState(t *testing.T) {
 			if r := execute(t, ctx, env, nil, "identities", "load", ids, "--data-dir", dir); r.code != exitOK {
 				t.Fatalf("identities load: %d %s %s", r.code, r.stdout, r.stderr)
 			}
-			args := []string{"backfill", "--from", "file", tc.path, "--data-dir", dir, "--output", "json"}
+			args := []string{"backfill", "--from", "file", tc.path, "--data-dir", dir, "--format", "json"}
 			r := execute(t, ctx, env, nil, args...)
 			if r.code != exitOK {
 				t.Fatalf("backfill: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -264,7 +265,7 @@ func TestBackfillFromFilesReachesTheStreamState(t *testing.T) {
 		t.Parallel()
 		// The live path applied everything already: replaying it through the
 		// same transforms and sinks must change neither state nor totals.
-		args := []string{"backfill", "--from", "kafka", "--since", "2000-01-01T00:00:00Z", "--data-dir", streamDir, "--output", "json"}
+		args := []string{"backfill", "--from", "kafka", "--since", "2000-01-01T00:00:00Z", "--data-dir", streamDir, "--format", "json"}
 		r := execute(t, ctx, nil, nil, append(args, "--dry-run")...)
 		var sum struct {
 			Read        int64 `json:"read"`
@@ -290,7 +291,7 @@ func TestBackfillFromFilesReachesTheStreamState(t *testing.T) {
 			t.Fatalf("after the replay: %s", d)
 		}
 		// A window that ends before the first record replays nothing.
-		r = execute(t, ctx, nil, nil, "backfill", "--from", "kafka", "--since", "2000-01-01T00:00:00Z", "--until", "2000-01-02T00:00:00Z", "--data-dir", streamDir, "--output", "json")
+		r = execute(t, ctx, nil, nil, "backfill", "--from", "kafka", "--since", "2000-01-01T00:00:00Z", "--until", "2000-01-02T00:00:00Z", "--data-dir", streamDir, "--format", "json")
 		if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &sum) != nil || sum.Read != 0 {
 			t.Fatalf("empty window: exit %d %s %s", r.code, r.stdout, r.stderr)
 		}
@@ -311,12 +312,12 @@ func TestBackfillFromFilesReachesTheStreamState(t *testing.T) {
 			DataPoints int64 `json:"data_points"`
 			DryRun     bool  `json:"dry_run"`
 		}
-		r := execute(t, ctx, nil, nil, "backfill", "--from", "file", csv, "--data-dir", dir, "--dry-run", "--output", "json")
+		r := execute(t, ctx, nil, nil, "backfill", "--from", "file", csv, "--data-dir", dir, "--dry-run", "--format", "json")
 		if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &sum) != nil || !sum.DryRun || !strings.Contains(r.stderr, "working through it") {
 			t.Fatalf("dry run on a held data dir: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 		}
 		wouldLand, wouldBill := sum.Landed, sum.DataPoints
-		r = execute(t, ctx, nil, nil, "backfill", "--from", "file", csv, "--data-dir", dir, "--output", "json")
+		r = execute(t, ctx, nil, nil, "backfill", "--from", "file", csv, "--data-dir", dir, "--format", "json")
 		if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &sum) != nil {
 			t.Fatalf("backfill on a held data dir: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 		}
@@ -374,7 +375,7 @@ func TestBackfillFromFilesReachesTheStreamState(t *testing.T) {
 		if r := execute(t, ctx, nil, nil, "identities", "load", ids, "--data-dir", dir); r.code != exitOK {
 			t.Fatalf("identities load: %d %s", r.code, r.stderr)
 		}
-		args := []string{"backfill", "--from", "file", csv, "--data-dir", dir, "--batch", "1", "--output", "json"}
+		args := []string{"backfill", "--from", "file", csv, "--data-dir", dir, "--batch", "1", "--format", "json"}
 		runCtx, stopRun := context.WithCancel(ctx)
 		done := make(chan result, 1)
 		go func() { done <- execute(t, runCtx, nil, nil, args...) }()
@@ -537,7 +538,7 @@ func TestBackfillFromMixpanel(t *testing.T) {
 		t.Fatalf("identities load: %d %s", r.code, r.stderr)
 	}
 	env := map[string]string{"COHORTSYNC_MIXPANEL_USERNAME": "sa-user", "COHORTSYNC_MIXPANEL_SECRET": "sa-secret"}
-	args := []string{"backfill", "--from", "mixpanel", "--project-id", "4242", "--cohort-id", "777", "--mixpanel-url", srv.URL, "--data-dir", dir, "--output", "json"}
+	args := []string{"backfill", "--from", "mixpanel", "--project-id", "4242", "--cohort-id", "777", "--mixpanel-url", srv.URL, "--data-dir", dir, "--format", "json"}
 	run := func() (landed, dataPoints int64) {
 		t.Helper()
 		r := execute(t, ctx, env, nil, args...)

@@ -21,6 +21,7 @@ func TestDemoCommand(t *testing.T) {
 	dir := t.TempDir()
 	const token = "cst_demo-command-test-token"
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir, cfg.HTTPAddr, cfg.AdminToken = dir, "127.0.0.1:0", token
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan string, 1), make(chan error, 1)

@@ -100,17 +100,20 @@ func (c *cli) loadIdentities(cmd *cobra.Command, f *identitiesFlags, path string
 	}
 
 	var st identities.LoadStats
-	if f.server != "" {
-		token := f.token
-		if token == "" {
-			token = c.env[config.EnvPrefix+"ADMIN_TOKEN"]
-		}
-		client, err := identities.NewClient(f.server, token, identities.ClientOptions{MaxLineBytes: idCfg.MaxLineBytes})
+	remote := func(server, token string) error {
+		client, err := identities.NewClient(server, token, identities.ClientOptions{MaxLineBytes: idCfg.MaxLineBytes})
 		if err != nil {
 			return &usageError{err}
 		}
 		st, err = client.Load(ctx, f.workspace, in, onReject)
 		return c.loadSummary(path, f, st, shown, err)
+	}
+	if f.server != "" {
+		token := f.token
+		if token == "" {
+			token = c.env[config.EnvPrefix+"ADMIN_TOKEN"]
+		}
+		return remote(f.server, token)
 	}
 
 	// The direct mode is a short-lived tool: only warnings and errors are news.
@@ -124,7 +127,12 @@ func (c *cli) loadIdentities(cmd *cobra.Command, f *identitiesFlags, path string
 	}
 	core, err := service.OpenCore(ctx, cfg, log, prometheus.NewRegistry())
 	if errors.Is(err, broker.ErrLocked) {
-		return fmt.Errorf("%w\na running server holds %s: use --server http://HOST:PORT --token ADMIN_TOKEN", err, cfg.DataDir)
+		ls, err := service.HeldBy(cfg.DataDir, err)
+		if err != nil {
+			return err
+		}
+		ls.Announce(c.stderr, cfg.DataDir)
+		return remote(ls.URL, ls.Token)
 	}
 	if err != nil {
 		return err

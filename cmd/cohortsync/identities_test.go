@@ -61,6 +61,7 @@ func TestIdentitiesLoadDirect(t *testing.T) {
 
 	ctx := testkit.Context(t, 10*time.Second)
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir = dataDir
 	log := slog.New(slog.DiscardHandler)
 	core, err := service.OpenCore(ctx, cfg, log, prometheus.NewRegistry())

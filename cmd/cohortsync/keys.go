@@ -28,7 +28,7 @@ type keyOps interface {
 }
 
 type keysFlags struct {
-	server, token, workspace, output string
+	server, token, workspace, format string
 	timeout                          time.Duration
 }
 
@@ -50,7 +50,7 @@ server holds the data directory.`,
 	pf.StringVar(&f.server, "server", "", "base URL of a running cohortsync, e.g. http://127.0.0.1:8080")
 	pf.StringVar(&f.token, "token", "", "admin token for --server (default: COHORTSYNC_ADMIN_TOKEN)")
 	pf.StringVarP(&f.workspace, "workspace", "w", service.FirstWorkspace, "workspace the keys belong to")
-	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	bindFormat(pf, &f.format, "output format: table or json")
 	pf.DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the whole command")
 
 	var partner, label string
@@ -64,7 +64,7 @@ server holds the data directory.`,
 				if err != nil {
 					return err
 				}
-				if f.output == "json" {
+				if f.format == "json" {
 					return writeJSON(c.stdout, k)
 				}
 				fmt.Fprintf(c.stdout, "key_id:        %s\nworkspace:     %s\npartner:       %s\nclient_secret: %s\n", k.KeyID, k.Workspace, k.Partner, k.ClientSecret)
@@ -86,7 +86,7 @@ server holds the data directory.`,
 				if err != nil {
 					return err
 				}
-				if f.output == "json" {
+				if f.format == "json" {
 					return writeJSON(c.stdout, ks)
 				}
 				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
@@ -125,8 +125,8 @@ server holds the data directory.`,
 // withKeyOps opens the key operations for the flags, runs fn under the
 // command's deadline and closes them again.
 func (c *cli) withKeyOps(cmd *cobra.Command, f *keysFlags, fn func(context.Context, keyOps) error) error {
-	if f.output != "table" && f.output != "json" {
-		return &usageError{fmt.Errorf("--output %q: want table or json", f.output)}
+	if err := checkTableOrJSON(f.format); err != nil {
+		return err
 	}
 	cfg, err := c.loadConfig(cmd)
 	if err != nil {
@@ -135,16 +135,22 @@ func (c *cli) withKeyOps(cmd *cobra.Command, f *keysFlags, fn func(context.Conte
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
 	var ops keyOps
+	remote := func(server, token string) error {
+		client, err := keys.NewClient(server, token, nil)
+		if err != nil {
+			return &usageError{err}
+		}
+		ops = remoteKeys{client}
+		return nil
+	}
 	if f.server != "" {
 		token := f.token
 		if token == "" {
 			token = c.env[config.EnvPrefix+"ADMIN_TOKEN"]
 		}
-		client, err := keys.NewClient(f.server, token, nil)
-		if err != nil {
-			return &usageError{err}
+		if err := remote(f.server, token); err != nil {
+			return err
 		}
-		ops = remoteKeys{client}
 	} else {
 		// The direct mode is a short-lived tool: only warnings and errors are news.
 		logCfg := cfg.Log
@@ -156,13 +162,21 @@ func (c *cli) withKeyOps(cmd *cobra.Command, f *keysFlags, fn func(context.Conte
 			return &configError{what: "invalid configuration", err: err}
 		}
 		core, err := service.OpenCore(ctx, cfg, log, prometheus.NewRegistry())
-		if errors.Is(err, broker.ErrLocked) {
-			return fmt.Errorf("%w\na running server holds %s: use --server http://HOST:PORT --token ADMIN_TOKEN", err, cfg.DataDir)
-		}
-		if err != nil {
+		switch {
+		case errors.Is(err, broker.ErrLocked):
+			ls, err := service.HeldBy(cfg.DataDir, err)
+			if err != nil {
+				return err
+			}
+			ls.Announce(c.stderr, cfg.DataDir)
+			if err := remote(ls.URL, ls.Token); err != nil {
+				return err
+			}
+		case err != nil:
 			return err
+		default:
+			ops = localKeys{core: core, cfg: cfg}
 		}
-		ops = localKeys{core: core, cfg: cfg}
 	}
 	defer func() { _ = ops.Close() }()
 	return fn(ctx, ops)

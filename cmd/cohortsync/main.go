@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/service"
@@ -184,3 +185,18 @@ type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
+
+// bindFormat registers --format, the output format of a command that prints
+// a table or JSON. Every command names its format --format; -o/--output is
+// only ever a file to write (segments members).
+func bindFormat(fs *pflag.FlagSet, dst *string, usage string) {
+	fs.StringVar(dst, "format", "table", usage)
+}
+
+// checkTableOrJSON refuses a --format other than table or json.
+func checkTableOrJSON(format string) error {
+	if format != "table" && format != "json" {
+		return &usageError{fmt.Errorf("--format %q: want table or json", format)}
+	}
+	return nil
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -27,6 +28,15 @@ type result struct {
 func execute(t *testing.T, ctx context.Context, env map[string]string, svc func(context.Context, config.Config, *slog.Logger) error, args ...string) result {
 	t.Helper()
 	var stdout, stderr testkit.SyncBuffer
+	if _, ok := env["COHORTSYNC_EMBEDDED_KAFKA_ADDR"]; !ok {
+		// Commands run in parallel, each with its own embedded broker: the
+		// default's fixed port would be taken by the first.
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		env["COHORTSYNC_EMBEDDED_KAFKA_ADDR"] = "127.0.0.1:0"
+	}
 	c := newCLI(&stdout, &stderr, env)
 	c.runService = svc
 	if svc == nil {

@@ -23,7 +23,7 @@ func (c *cli) newParquetCmd() *cobra.Command {
 
 func (c *cli) newParquetCompactCmd() *cobra.Command {
 	var (
-		output  string
+		format  string
 		timeout time.Duration
 	)
 	cmd := &cobra.Command{
@@ -44,6 +44,9 @@ compacted tree changes nothing.`,
 			if err != nil {
 				return err
 			}
+			if err := checkTableOrJSON(format); err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -51,7 +54,7 @@ compacted tree changes nothing.`,
 			if err != nil {
 				return err
 			}
-			if output == "json" {
+			if format == "json" {
 				return writeJSON(c.stdout, st)
 			}
 			fmt.Fprintf(c.stdout, "compacted %d partitions: %d files into %d, %d rows read, %d kept (%d repeated rows removed)\n",
@@ -66,7 +69,7 @@ compacted tree changes nothing.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
+	bindFormat(f, &format, "output format: table or json")
 	f.DurationVar(&timeout, "timeout", time.Hour, "deadline for the whole command")
 	return cmd
 }

@@ -53,7 +53,7 @@ func TestParquetCompactCommand(t *testing.T) {
 	if r.code != exitOK || !strings.Contains(r.stdout, "compacted 2 partitions: 6 files into 2, 12 rows read, 12 kept") {
 		t.Fatalf("compact: exit %d\nstdout %q\nstderr %q", r.code, r.stdout, r.stderr)
 	}
-	r = execute(t, ctx, nil, nil, "parquet", "compact", "--data-dir", dir, "-o", "json")
+	r = execute(t, ctx, nil, nil, "parquet", "compact", "--data-dir", dir, "--format", "json")
 	if r.code != exitOK || !strings.Contains(r.stdout, `"partitions": 0`) {
 		t.Fatalf("second compact: exit %d\nstdout %q\nstderr %q", r.code, r.stdout, r.stderr)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -12,12 +13,13 @@ import (
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/jobs/snapshot"
 	"github.com/cohortsync/cohortsync/service"
+	"github.com/cohortsync/cohortsync/service/stateofrecord"
 	"github.com/cohortsync/cohortsync/sinks/parquet"
 )
 
 func (c *cli) newSnapshotCmd() *cobra.Command {
 	var (
-		server, token, workspace, cohort, output string
+		server, token, workspace, cohort, format string
 		timeout                                  time.Duration
 	)
 	cmd := &cobra.Command{
@@ -31,11 +33,15 @@ snapshots.interval.
 With --server it asks a running cohortsync to do it (token from --token or
 COHORTSYNC_ADMIN_TOKEN). Without it, it reads the state of record itself:
 ClickHouse when --clickhouse-addr is set, otherwise the embedded state store in
---data-dir, which only works while no server holds it.`,
+--data-dir; while a server holds it, the command asks that server, found in
+DATA_DIR/server.json.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := c.loadConfig(cmd)
 			if err != nil {
+				return err
+			}
+			if err := checkTableOrJSON(format); err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
@@ -55,6 +61,14 @@ ClickHouse when --clickhouse-addr is set, otherwise the embedded state store in
 					return serr
 				}
 				res, err = service.SnapshotNow(ctx, cfg, sel)
+				if errors.Is(err, stateofrecord.ErrLocked) {
+					ls, herr := service.HeldBy(cfg.DataDir, err)
+					if herr != nil {
+						return herr
+					}
+					ls.Announce(c.stderr, cfg.DataDir)
+					res, err = snapshot.Request(ctx, nil, ls.URL, ls.Token, workspace, cohort)
+				}
 			}
 			if err != nil {
 				return err
@@ -65,7 +79,7 @@ ClickHouse when --clickhouse-addr is set, otherwise the embedded state store in
 					failed++
 				}
 			}
-			if err := printSnapshots(c, output, res); err != nil {
+			if err := printSnapshots(c, format, res); err != nil {
 				return err
 			}
 			if failed > 0 {
@@ -79,7 +93,7 @@ ClickHouse when --clickhouse-addr is set, otherwise the embedded state store in
 	f.StringVar(&token, "token", "", "admin token for --server (default: COHORTSYNC_ADMIN_TOKEN)")
 	f.StringVarP(&workspace, "workspace", "w", "default", "workspace whose cohorts to snapshot")
 	f.StringVar(&cohort, "cohort", "", "only this cohort, as `PARTNER/COHORT_ID`")
-	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
+	bindFormat(f, &format, "output format: table or json")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "deadline for the whole command")
 	return cmd
 }
@@ -98,8 +112,8 @@ func selection(workspace, cohort string) (snapshot.Selection, error) {
 }
 
 // printSnapshots writes the results as a table or JSON.
-func printSnapshots(c *cli, output string, res []snapshot.SnapshotInfo) error {
-	if output == "json" {
+func printSnapshots(c *cli, format string, res []snapshot.SnapshotInfo) error {
+	if format == "json" {
 		return writeJSON(c.stdout, snapshot.Response{Snapshots: res})
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)

@@ -50,7 +50,7 @@ func TestSnapshotCommandOnDataDir(t *testing.T) {
 		!strings.HasSuffix(lines[1], fmt.Sprintf("snapshots/workspace=default/partner=mixpanel/cohort_id=c%%2F1/version=%d.parquet", schemas.Version(7, 2))) {
 		t.Fatalf("first run printed:\n%s\nwant one row %v and its path", r.stdout, want)
 	}
-	r = execute(t, testkit.Context(t, 10*time.Second), nil, nil, "snapshot", "--data-dir", dir, "-o", "json")
+	r = execute(t, testkit.Context(t, 10*time.Second), nil, nil, "snapshot", "--data-dir", dir, "--format", "json")
 	if r.code != exitOK || !strings.Contains(r.stdout, `"written": false`) {
 		t.Fatalf("second run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}

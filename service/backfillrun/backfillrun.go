@@ -323,18 +323,15 @@ func (b *backfiller) openLocal(ctx context.Context) (viaServer bool, err error) 
 	if !errors.Is(lockErr, broker.ErrLocked) {
 		return false, lockErr
 	}
-	ls, found, err := service.ReadLocalServer(b.cfg.DataDir)
+	ls, err := service.HeldBy(b.cfg.DataDir, lockErr)
 	if err != nil {
-		return false, errors.Join(lockErr, err)
-	}
-	if !found {
-		return false, fmt.Errorf("%w\nanother cohortsync command holds %s (a backfill, snapshot or parquet compact: a server would have written %s there); run this once it has finished", lockErr, b.cfg.DataDir, service.LocalServerFile)
+		return false, err
 	}
 	b.opts.Server, b.opts.Token = ls.URL, ls.Token
 	b.cfg.Kafka.Brokers = ls.KafkaBrokers
 	// The server's Kafka is its embedded broker: one broker, one replica.
 	b.cfg.Kafka.ReplicationFactor = 1
-	fmt.Fprintf(b.opts.Stderr, "a running server (pid %d) holds %s: working through it at %s\n", ls.PID, b.cfg.DataDir, ls.URL)
+	ls.Announce(b.opts.Stderr, b.cfg.DataDir)
 	if err := b.openCore(ctx); err != nil {
 		return true, fmt.Errorf("backfill: the running server's Kafka at %v: %w", ls.KafkaBrokers, err)
 	}

@@ -26,6 +26,7 @@ func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
 
 func TestRunRefusesBadOptionsAsUsageError(t *testing.T) {
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir = t.TempDir()
 	_, err := Run(context.Background(), cfg, Options{From: "s3", Batch: 500})
 	var ue *UsageError

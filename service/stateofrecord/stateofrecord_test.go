@@ -22,6 +22,7 @@ func TestBothKindsAnswerAlike(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			ctx := testkit.Context(t, time.Minute)
 			cfg := config.Default()
+			cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 			cfg.DataDir = t.TempDir()
 			if kind == stateofrecord.KindClickHouse {
 				cfg.ClickHouse.Addr, cfg.ClickHouse.Database = chtest.NewDatabase(t)
@@ -81,6 +82,7 @@ func TestBothKindsAnswerAlike(t *testing.T) {
 func TestEmbeddedHeldByAnotherProcessIsErrLocked(t *testing.T) {
 	ctx := testkit.Context(t, 30*time.Second)
 	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
 	cfg.DataDir = t.TempDir()
 	first, err := stateofrecord.Open(ctx, cfg, stateofrecord.Options{})
 	if err != nil {
