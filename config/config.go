@@ -166,7 +166,7 @@ func Default() Config {
 			RateLimitPerHour: 250_000,
 			RateBurst:        1000,
 		},
-		Kafka:    kafka.DefaultConfig(),
+		Kafka: kafka.DefaultConfig(),
 		// A fixed port, so kcat and a second command find the broker
 		// without reading the log.
 		Embedded: Embedded{KafkaAddr: DefaultEmbeddedKafkaAddr},
