@@ -12,6 +12,7 @@ import (
 	"go/token"
 	"go/types"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,16 +49,15 @@ import (
 //
 // It over-approximates: a status in a shared helper counts for every route
 // that reaches the helper, even when one route cannot take that branch.
-// Such a status is then documented for that route, which is harmless.
+// unreachableStatuses lists such a status with the reason it cannot
+// happen, rather than have the document promise it.
 
 // externalStatuses are the statuses of handlers that live outside the
 // module, so the walk cannot read them. promhttp answers 500 when
 // gathering fails (HandlerOpts.ErrorHandling is HTTPErrorOnError).
 var externalStatuses = map[string][]int{
-	"GET /metrics": {http200, 500},
+	"GET /metrics": {http.StatusOK, http.StatusInternalServerError},
 }
-
-const http200 = 200
 
 // unreachableStatuses are statuses the walk finds on a route that its
 // handler cannot write, each with the reason; they are not required in the
@@ -137,7 +137,6 @@ func loadModuleSource(t *testing.T) *moduleSource {
 		exports[p.ImportPath] = p.Export
 		all = append(all, p)
 	}
-	const module = "github.com/cohortsync/cohortsync"
 	src := &moduleSource{fset: token.NewFileSet(), funcs: map[string]funcBody{}}
 	imp := importer.ForCompiler(src.fset, "gc", func(path string) (io.ReadCloser, error) {
 		f, ok := exports[path]
@@ -147,7 +146,7 @@ func loadModuleSource(t *testing.T) *moduleSource {
 		return os.Open(f)
 	})
 	for _, p := range all {
-		if p.Standard || p.Module == nil || p.Module.Path != module {
+		if p.Standard || p.Module == nil || p.Module.Path != modulePath {
 			continue
 		}
 		cp := &checkedPackage{path: p.ImportPath, funcVars: map[types.Object][]*ast.FuncLit{}}
@@ -475,7 +474,7 @@ func TestOpenAPIListsEveryStatus(t *testing.T) {
 			// A handler that writes a body without WriteHeader answers 200;
 			// with no success status in its code, that is how it succeeds.
 			if !slices.ContainsFunc(written, func(s int) bool { return s >= 200 && s < 300 }) {
-				written = append([]int{http200}, written...)
+				written = append([]int{http.StatusOK}, written...)
 			}
 		}
 		for s, why := range unreachableStatuses[route] {
