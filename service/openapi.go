@@ -8,7 +8,8 @@ import (
 
 // openAPIDocument describes every route Run registers. openapi_test.go
 // fails when a registered route is missing from it or it names one the
-// server lacks.
+// server lacks; openapi_statuses_test.go when it leaves out a status a
+// handler can write or lists one none writes.
 //
 //go:embed openapi.json
 var openAPIDocument string
