@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -699,5 +700,58 @@ func TestEnvNames(t *testing.T) {
 	}
 	if _, err := Load(LoadOptions{Env: env}); err != nil {
 		t.Errorf("setting every variable: %v", err)
+	}
+}
+
+// TestProjectEnvIsKnown reads the project's own code and deployment files
+// and checks that every COHORTSYNC_* variable they use is a setting, a
+// partner variable or listed in nonConfigEnv, so Load never reports a
+// variable the project itself reads. Test files are left out: they misspell
+// names on purpose.
+func TestProjectEnvIsKnown(t *testing.T) {
+	t.Parallel()
+	known := map[string]bool{}
+	for _, f := range envFields(reflect.TypeFor[Config](), EnvPrefix, nil) {
+		known[f.name] = true
+	}
+	literal := regexp.MustCompile(`COHORTSYNC_[A-Z0-9_]+`)
+	prefixed := regexp.MustCompile(`EnvPrefix\s*\+\s*"([A-Z0-9_]+)"`)
+	root := filepath.Join("..")
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if strings.HasPrefix(name, ".") && path != root || name == "node_modules" || name == "testdata" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		isGo := strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go")
+		isDeploy := strings.HasSuffix(name, ".yml") || strings.HasSuffix(name, ".yaml") || strings.HasPrefix(name, ".env")
+		if !isGo && !isDeploy {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		names := literal.FindAllString(string(data), -1)
+		for _, m := range prefixed.FindAllStringSubmatch(string(data), -1) {
+			names = append(names, EnvPrefix+m[1])
+		}
+		for _, n := range names {
+			if strings.HasSuffix(n, "_") {
+				continue // a family such as COHORTSYNC_PARTNERS_<NAME>_API_KEY, cut at the "<"
+			}
+			if !known[n] && !strings.HasPrefix(n, EnvPrefix+"PARTNERS_") && !isNonConfigEnv(n) {
+				t.Errorf("%s uses %s, which Load would report as unknown: make it a setting or add it to nonConfigEnv", path, n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
