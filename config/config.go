@@ -1,14 +1,18 @@
 // Package config is the configuration of cohortsync: one struct with YAML tags,
 // its defaults, loading from a YAML file, COHORTSYNC_* environment variables and
 // command-line flags (in that order of precedence), and one validation pass at
-// start-up that reports every problem with its field path.
+// start-up. Load and Validate each report every problem at once, with its key
+// path (and the file's line) or its variable, so that a caller joining the two
+// shows the user everything to fix in one run. MarshalYAMLText writes a
+// configuration back as a file, secrets redacted on request (SecretPaths).
 //
 // Every setting has an environment variable named after its YAML path,
 // upper-cased and joined with "_" behind COHORTSYNC_: kafka.sasl.password is
 // COHORTSYNC_KAFKA_SASL_PASSWORD. Lists are comma-separated. Partners, a map,
 // use COHORTSYNC_PARTNERS_<NAME>_API_KEY and COHORTSYNC_PARTNERS_<NAME>_ENABLED,
 // where NAME, lower-cased, is the partner's name; such a variable can add a
-// partner. testdata/full.yaml shows every key.
+// partner. Any other COHORTSYNC_* variable is reported as unknown unless
+// nonConfigEnv lists it. testdata/full.yaml shows every key.
 package config
 
 import (

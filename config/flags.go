@@ -37,9 +37,10 @@ func BindNoMigrateFlag(fs *pflag.FlagSet) {
 	fs.Bool(FlagNoMigrate, false, "do not create or upgrade the ClickHouse tables at start (run 'cohortsync migrate' instead)")
 }
 
-// applyFlags overlays the flags of fs that were set on cfg. Flags that fs does
-// not have count as not set, so any flag set works.
-func applyFlags(cfg *Config, fs *pflag.FlagSet) error {
+// applyFlags overlays the flags of fs that were set on cfg and returns every
+// problem. Flags that fs does not have count as not set, so any flag set works.
+func applyFlags(cfg *Config, fs *pflag.FlagSet) []error {
+	var errs []error
 	strs := []struct {
 		name string
 		dst  *string
@@ -56,23 +57,26 @@ func applyFlags(cfg *Config, fs *pflag.FlagSet) error {
 		}
 		v, err := fs.GetString(f.name)
 		if err != nil {
-			return fmt.Errorf("--%s: %w", f.name, err)
+			errs = append(errs, fmt.Errorf("--%s: %w", f.name, err))
+			continue
 		}
 		*f.dst = v
 	}
 	if fs.Changed(FlagKafkaBrokers) {
 		v, err := fs.GetStringSlice(FlagKafkaBrokers)
 		if err != nil {
-			return fmt.Errorf("--%s: %w", FlagKafkaBrokers, err)
+			errs = append(errs, fmt.Errorf("--%s: %w", FlagKafkaBrokers, err))
+		} else {
+			cfg.Kafka.Brokers = v
 		}
-		cfg.Kafka.Brokers = v
 	}
 	if fs.Changed(FlagNoMigrate) {
 		v, err := fs.GetBool(FlagNoMigrate)
 		if err != nil {
-			return fmt.Errorf("--%s: %w", FlagNoMigrate, err)
+			errs = append(errs, fmt.Errorf("--%s: %w", FlagNoMigrate, err))
+		} else {
+			cfg.ClickHouse.MigrateOnStart = !v
 		}
-		cfg.ClickHouse.MigrateOnStart = !v
 	}
-	return nil
+	return errs
 }

@@ -42,117 +42,76 @@ func OSEnv() map[string]string {
 
 // Load builds the configuration from, in increasing precedence: Default(),
 // the YAML file, COHORTSYNC_* environment variables and the flags that were set.
-// It does not validate; call Validate on the result.
+//
+// It does not stop at the first problem: every layer is applied and every
+// problem reported, joined with errors.Join, one per line and each naming
+// its key path (with the file's line) or its variable or flag. A setting
+// whose value was rejected keeps the value of the layer below, so the
+// Config returned alongside an error is the best that could be built, and
+// validating it as well (Validate) shows the user everything to fix in one
+// run. Load does not validate.
 func Load(opts LoadOptions) (Config, error) {
 	cfg := Default()
+	var errs []error
 	path := opts.File
 	if path == "" && opts.Flags != nil && opts.Flags.Lookup(FlagConfig) != nil {
 		p, err := opts.Flags.GetString(FlagConfig)
 		if err != nil {
-			return Config{}, fmt.Errorf("--%s: %w", FlagConfig, err)
+			errs = append(errs, fmt.Errorf("--%s: %w", FlagConfig, err))
 		}
 		path = p
 	}
 	if path != "" {
-		if err := loadFile(&cfg, path); err != nil {
-			return Config{}, err
-		}
+		errs = append(errs, loadFile(&cfg, path)...)
 	}
-	if err := applyEnv(&cfg, opts.Env); err != nil {
-		return Config{}, err
-	}
+	errs = append(errs, applyEnv(&cfg, opts.Env)...)
 	if opts.Flags != nil {
-		if err := applyFlags(&cfg, opts.Flags); err != nil {
-			return Config{}, err
-		}
+		errs = append(errs, applyFlags(&cfg, opts.Flags)...)
 	}
-	return cfg, nil
+	return cfg, errors.Join(errs...)
 }
 
-// loadFile overlays the YAML file at path on cfg. Keys the file leaves out keep
-// the value cfg already has.
-func loadFile(cfg *Config, path string) error {
+// loadFile overlays the YAML file at path on cfg and returns every problem.
+// Keys the file leaves out, and keys whose value is rejected, keep the value
+// cfg already has.
+func loadFile(cfg *Config, path string) []error {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("reading config file: %w", err)
+		return []error{fmt.Errorf("reading config file: %w", err)}
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
+		return []error{fmt.Errorf("config file %s: %w", path, err)}
 	}
 	if doc.Kind == 0 || (doc.Kind == yaml.DocumentNode && len(doc.Content) == 0) {
 		return nil // empty or comments only
 	}
-	// A misspelt key would otherwise be ignored silently and its default used.
-	// The decoder's own KnownFields check names the Go type, not the key's
-	// path, and is lost below custom unmarshalers, so the tree is checked here.
-	if errs := unknownKeys(&doc, reflect.TypeFor[Config](), ""); len(errs) > 0 {
-		for i, e := range errs {
-			errs[i] = fmt.Errorf("config file %s: %w", path, e)
-		}
-		return errors.Join(errs...)
+	if errs := checkDocument(&doc, path); len(errs) > 0 {
+		return errs
 	}
-	partners := cfg.Partners
-	if err := doc.Decode(cfg); err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
-	}
-	if cfg.Partners == nil {
-		// The decoder sets an empty "partners:" to nil without asking
-		// Partners.UnmarshalYAML; like an empty mapping it should change nothing.
-		cfg.Partners = partners
-	}
-	return nil
+	d := fileDecoder{}
+	d.decode(&doc, reflect.ValueOf(cfg).Elem(), "")
+	return d.errs
 }
 
-// unknownKeys reports each mapping key of n that has no field in t, with its
-// dotted path and line.
-func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
-	for n.Kind == yaml.DocumentNode || n.Kind == yaml.AliasNode {
-		if n.Kind == yaml.AliasNode {
-			n = n.Alias
-		} else if len(n.Content) > 0 {
-			n = n.Content[0]
-		} else {
-			return nil
-		}
+// checkDocument has go-yaml decode the document without a target type, which
+// applies its checks of the document itself: duplicate keys, merge keys whose
+// value is not a mapping, aliases that contain themselves and excessive
+// aliasing (a "billion laughs" file). fileDecoder relies on these.
+func checkDocument(doc *yaml.Node, path string) []error {
+	var probe any
+	err := doc.Decode(&probe)
+	if err == nil {
+		return nil
 	}
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return []error{fmt.Errorf("config file %s: %w", path, err)}
 	}
-	join := func(key string) string {
-		if path == "" {
-			return key
-		}
-		return path + "." + key
+	errs := make([]error, len(te.Errors))
+	for i, e := range te.Errors {
+		errs[i] = fmt.Errorf("config file %s: %s", path, e)
 	}
-	var errs []error
-	switch {
-	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
-		fields := yamlFields(t)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			if k.ShortTag() == "!!merge" {
-				// A merge key brings in another mapping's keys: check them against t too.
-				errs = append(errs, unknownKeys(v, t, path)...)
-				continue
-			}
-			f, ok := fields[k.Value]
-			if !ok {
-				errs = append(errs, fmt.Errorf("line %d: unknown key %s", k.Line, join(k.Value)))
-				continue
-			}
-			errs = append(errs, unknownKeys(v, f.typ, join(k.Value))...)
-		}
-	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			errs = append(errs, unknownKeys(n.Content[i+1], t.Elem(), join(n.Content[i].Value))...)
-		}
-	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
-		for i, item := range n.Content {
-			errs = append(errs, unknownKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
-		}
-	}
-	// Any other shape is a type mismatch, which the decoder reports.
 	return errs
 }
 
@@ -189,33 +148,6 @@ func yamlFields(t reflect.Type) map[string]yamlField {
 	return out
 }
 
-// UnmarshalYAML merges the file's partners into those already set, the
-// defaults, instead of replacing the map: a file that configures mixpanel
-// keeps the other default partners, and a partner named without settings
-// ("foo:") starts enabled like one named with them.
-func (ps *Partners) UnmarshalYAML(n *yaml.Node) error {
-	var raw map[string]yaml.Node
-	if err := n.Decode(&raw); err != nil {
-		return err
-	}
-	names := slices.Sorted(maps.Keys(raw))
-	if *ps == nil {
-		*ps = make(Partners, len(raw))
-	}
-	for _, name := range names {
-		p, ok := (*ps)[name]
-		if !ok {
-			p = newPartner()
-		}
-		node := raw[name]
-		if err := node.Decode(&p); err != nil {
-			return fmt.Errorf("partners.%s: %w", name, err)
-		}
-		(*ps)[name] = p
-	}
-	return nil
-}
-
 // envField is one scalar setting that an environment variable can set.
 type envField struct {
 	name  string
@@ -244,14 +176,20 @@ func envFields(t reflect.Type, prefix string, index []int) []envField {
 }
 
 // applyEnv overlays the COHORTSYNC_* variables of env on cfg and reports every
-// bad value at once, each naming its variable.
-func applyEnv(cfg *Config, env map[string]string) error {
+// bad value at once, each naming its variable. A COHORTSYNC_* variable that
+// configures nothing is reported too, with the known name it is closest to:
+// a misspelt variable would otherwise leave its setting at the default
+// without a word.
+func applyEnv(cfg *Config, env map[string]string) []error {
 	if len(env) == 0 {
 		return nil
 	}
 	var errs []error
 	root := reflect.ValueOf(cfg).Elem()
-	for _, f := range envFields(root.Type(), EnvPrefix, nil) {
+	fields := envFields(root.Type(), EnvPrefix, nil)
+	known := make(map[string]bool, len(fields))
+	for _, f := range fields {
+		known[f.name] = true
 		s, ok := env[f.name]
 		if !ok {
 			continue
@@ -260,8 +198,32 @@ func applyEnv(cfg *Config, env map[string]string) error {
 			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
 		}
 	}
+	errs = append(errs, unknownEnv(env, known)...)
 	errs = append(errs, applyPartnerEnv(cfg, env)...)
-	return errors.Join(errs...)
+	return errs
+}
+
+// unknownEnv reports the COHORTSYNC_* variables of env that are neither a
+// setting (known), a partner variable (applyPartnerEnv checks those) nor
+// read elsewhere by the project (nonConfigEnv).
+func unknownEnv(env map[string]string, known map[string]bool) []error {
+	var names []string
+	for k := range env {
+		if strings.HasPrefix(k, EnvPrefix) && !known[k] && !strings.HasPrefix(k, EnvPrefix+"PARTNERS_") && !isNonConfigEnv(k) {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names) // map order would shuffle the report between runs
+	candidates := slices.Sorted(maps.Keys(known))
+	var errs []error
+	for _, k := range names {
+		msg := "unknown variable, it sets nothing"
+		if s := closest(k, candidates); s != "" {
+			msg += "; did you mean " + s + "?"
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", k, msg))
+	}
+	return errs
 }
 
 // applyPartnerEnv handles COHORTSYNC_PARTNERS_<NAME>_API_KEY and _ENABLED. The
@@ -330,7 +292,7 @@ func setFromString(v reflect.Value, s string) error {
 	if v.Type() == durationType {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			return err
+			return notDuration(s)
 		}
 		v.SetInt(int64(d))
 		return nil
@@ -347,7 +309,10 @@ func setFromString(v reflect.Value, s string) error {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		n, err := strconv.ParseInt(s, 10, v.Type().Bits())
 		if err != nil {
-			return fmt.Errorf("%q is not a whole number in range", s)
+			if errors.Is(err, strconv.ErrRange) {
+				return outOfRange(s, v.Type())
+			}
+			return notWholeNumber(s)
 		}
 		v.SetInt(n)
 	case reflect.Slice:

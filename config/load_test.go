@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -325,44 +326,116 @@ func TestLoadPartners(t *testing.T) {
 	}
 }
 
+// TestLoadErrors pins the whole report of each broken input: every problem,
+// one per line, in order, in the words of the documentation.
 func TestLoadErrors(t *testing.T) {
 	t.Parallel()
+	const durationHint = "write it with a unit, like 15s, 5m or 1h"
 	tests := []struct {
 		name string
 		file string
 		env  map[string]string
-		// want are substrings the error must contain.
+		// want are the lines of the error; FILE stands for the file's path.
 		want []string
 	}{
 		{
-			name: "unknown top-level key",
-			file: "data_dir: /x\nhtp_addr: 127.0.0.1:1\n",
-			want: []string{"line 2: unknown key htp_addr"},
+			name: "unknown top-level key, with a suggestion",
+			file: "data_dir: /x\nhtp_addr: 127.0.0.1:1\nshoes: 2\n",
+			want: []string{
+				"htp_addr: line 2: unknown key; did you mean http_addr?",
+				"shoes: line 3: unknown key",
+			},
 		},
 		{
 			name: "unknown nested keys, all reported",
 			file: "log:\n  levle: debug\nkafka:\n  tls: {cafile: x}\npartners:\n  mixpanel: {apikey: x}\n",
-			want: []string{"line 2: unknown key log.levle", "unknown key kafka.tls.cafile", "unknown key partners.mixpanel.apikey"},
+			want: []string{
+				"log.levle: line 2: unknown key; did you mean log.level?",
+				"kafka.tls.cafile: line 4: unknown key; did you mean kafka.tls.ca_file?",
+				"partners.mixpanel.apikey: line 6: unknown key; did you mean partners.mixpanel.api_key?",
+			},
 		},
 		{
 			name: "unknown key in merged mapping",
 			file: "log:\n  <<: {level: info, colour: red}\n",
-			want: []string{"unknown key log.colour"},
+			want: []string{"log.colour: line 2: unknown key"},
 		},
 		{
-			name: "wrong type in a partner",
-			file: "partners:\n  heap: {enabled: sometimes}\n",
-			want: []string{"partners.heap:", "sometimes"},
+			name: "durations",
+			file: "shutdown_timeout: 15\nsnapshots:\n  interval: \"15\"\nparquet:\n  roll_interval: soon\nkafka:\n  write_timeout: [1s]\n",
+			want: []string{
+				"shutdown_timeout: line 1: 15 is not a duration; " + durationHint,
+				"snapshots.interval: line 3: 15 is not a duration; " + durationHint,
+				`parquet.roll_interval: line 5: "soon" is not a duration like 15s, 5m or 1h`,
+				"kafka.write_timeout: line 7: want a duration like 15s, 5m or 1h, got a list",
+			},
 		},
 		{
-			name: "wrong type in file",
-			file: "ingest:\n  max_body_bytes: lots\n",
-			want: []string{"cohortsync.yaml", "lots"},
+			name: "whole numbers",
+			file: "ingest:\n  max_body_bytes: lots\n  rate_burst: 1.5\n  rate_limit_per_hour: 99999999999999999999\nkafka:\n  partitions: {n: 3}\n",
+			want: []string{
+				`ingest.max_body_bytes: line 2: "lots" is not a whole number`,
+				"ingest.rate_burst: line 3: 1.5 is not a whole number",
+				"ingest.rate_limit_per_hour: line 4: 99999999999999999999 is out of range (-9223372036854775808 to 9223372036854775807)",
+				"kafka.partitions: line 6: want a whole number, got a mapping",
+			},
+		},
+		{
+			name: "booleans",
+			file: "kafka:\n  tls:\n    enabled: sometimes\n    insecure_skip_verify: [true]\npartners:\n  heap: {enabled: 2}\n",
+			want: []string{
+				`kafka.tls.enabled: line 3: "sometimes" is not true or false`,
+				"kafka.tls.insecure_skip_verify: line 4: want true or false, got a list",
+				"partners.heap.enabled: line 6: 2 is not true or false",
+			},
+		},
+		{
+			name: "strings",
+			file: "data_dir: [a, b]\nlog:\n  level: {x: 1}\n",
+			want: []string{
+				"data_dir: line 1: want a single value, got a list",
+				"log.level: line 3: want a single value, got a mapping",
+			},
+		},
+		{
+			name: "lists",
+			file: "kafka:\n  brokers: kafka-1:9092\n  client_id: x\n",
+			want: []string{"kafka.brokers: line 2: want a list, like [a, b], got a single value"},
+		},
+		{
+			name: "list items",
+			file: "kafka:\n  brokers:\n    - kafka-1:9092\n    - {host: kafka-2}\n",
+			want: []string{"kafka.brokers[1]: line 4: want a single value, got a mapping"},
+		},
+		{
+			name: "sections",
+			file: "log:\n  - debug\nkafka: plenty\npartners: [mixpanel]\npartners_: 1\n",
+			want: []string{
+				"log: line 2: want a mapping of settings, got a list",
+				"kafka: line 3: want a mapping of settings, got a single value",
+				"partners: line 4: want a mapping of names to settings, got a list",
+				"partners_: line 5: unknown key; did you mean partners?",
+			},
+		},
+		{
+			name: "a partner's settings",
+			file: "partners:\n  heap: yes\n",
+			want: []string{"partners.heap: line 2: want a mapping of settings, got a single value"},
+		},
+		{
+			name: "duplicate key",
+			file: "data_dir: /a\ndata_dir: /b\n",
+			want: []string{`config file FILE: line 2: mapping key "data_dir" already defined at line 1`},
 		},
 		{
 			name: "malformed file",
 			file: "data_dir: [\n",
-			want: []string{"cohortsync.yaml"},
+			want: []string{"config file FILE: yaml: line 1: did not find expected node content"},
+		},
+		{
+			name: "alias that contains itself",
+			file: "log: &l\n  <<: *l\n",
+			want: []string{"config file FILE: yaml: anchor 'l' value contains itself"},
 		},
 		{
 			name: "bad env values, all named",
@@ -370,41 +443,182 @@ func TestLoadErrors(t *testing.T) {
 				"COHORTSYNC_SHUTDOWN_TIMEOUT":           "15",
 				"COHORTSYNC_KAFKA_PARTITIONS":           "many",
 				"COHORTSYNC_INGEST_RATE_LIMIT_PER_HOUR": "1e6",
+				"COHORTSYNC_INGEST_RATE_BURST":          "99999999999999999999",
 				"COHORTSYNC_KAFKA_TLS_ENABLED":          "yes please",
 				"COHORTSYNC_PARTNERS_HEAP_ENABLED":      "maybe",
 			},
 			want: []string{
-				"COHORTSYNC_SHUTDOWN_TIMEOUT:",
-				"COHORTSYNC_KAFKA_PARTITIONS:",
-				"COHORTSYNC_INGEST_RATE_LIMIT_PER_HOUR:",
-				"COHORTSYNC_KAFKA_TLS_ENABLED:",
-				"COHORTSYNC_PARTNERS_HEAP_ENABLED:",
+				"COHORTSYNC_INGEST_RATE_BURST: 99999999999999999999 is out of range (-9223372036854775808 to 9223372036854775807)",
+				"COHORTSYNC_INGEST_RATE_LIMIT_PER_HOUR: 1e6 is not a whole number",
+				"COHORTSYNC_KAFKA_PARTITIONS: \"many\" is not a whole number",
+				`COHORTSYNC_KAFKA_TLS_ENABLED: "yes please" is not a boolean (true, false, 1, 0)`,
+				"COHORTSYNC_SHUTDOWN_TIMEOUT: 15 is not a duration; " + durationHint,
+				`COHORTSYNC_PARTNERS_HEAP_ENABLED: "maybe" is not a boolean (true, false, 1, 0)`,
 			},
 		},
 		{
 			name: "unknown partner setting",
 			env:  map[string]string{"COHORTSYNC_PARTNERS_HEAP_APIKEY": "x"},
-			want: []string{"COHORTSYNC_PARTNERS_HEAP_APIKEY: unknown partner setting"},
+			want: []string{"COHORTSYNC_PARTNERS_HEAP_APIKEY: unknown partner setting, want COHORTSYNC_PARTNERS_<NAME>_API_KEY or COHORTSYNC_PARTNERS_<NAME>_ENABLED"},
 		},
 		{
 			name: "partner variable without a name",
 			env:  map[string]string{"COHORTSYNC_PARTNERS__API_KEY": "x"},
 			want: []string{"COHORTSYNC_PARTNERS__API_KEY: missing partner name"},
 		},
+		{
+			name: "unknown variables, with a suggestion when one name is close",
+			env: map[string]string{
+				"COHORTSYNC_HTTP_ADR":             "127.0.0.1:1",
+				"COHORTSYNC_KAFKA_SASL_PASWORD":   "x",
+				"COHORTSYNC_LOG_LEVLE":            "debug",
+				"COHORTSYNC_SOMETHING_ELSE":       "x",
+				"COHORTSYNC_PARTNER_HEAP_ENABLED": "false",
+			},
+			want: []string{
+				"COHORTSYNC_HTTP_ADR: unknown variable, it sets nothing; did you mean COHORTSYNC_HTTP_ADDR?",
+				"COHORTSYNC_KAFKA_SASL_PASWORD: unknown variable, it sets nothing; did you mean COHORTSYNC_KAFKA_SASL_PASSWORD?",
+				"COHORTSYNC_LOG_LEVLE: unknown variable, it sets nothing; did you mean COHORTSYNC_LOG_LEVEL?",
+				"COHORTSYNC_PARTNER_HEAP_ENABLED: unknown variable, it sets nothing",
+				"COHORTSYNC_SOMETHING_ELSE: unknown variable, it sets nothing",
+			},
+		},
+		{
+			name: "file and env problems together, file first",
+			file: "shutdown_timeout: 15\n",
+			env:  map[string]string{"COHORTSYNC_KAFKA_PARTITIONS": "many", "COHORTSYNC_HTTP_ADR": "x"},
+			want: []string{
+				"shutdown_timeout: line 1: 15 is not a duration; " + durationHint,
+				`COHORTSYNC_KAFKA_PARTITIONS: "many" is not a whole number`,
+				"COHORTSYNC_HTTP_ADR: unknown variable, it sets nothing; did you mean COHORTSYNC_HTTP_ADDR?",
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := load(t, tt.file, tt.env)
+			path := filepath.Join(t.TempDir(), "cohortsync.yaml")
+			var args []string
+			if tt.file != "" {
+				if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = []string{"--config", path}
+			}
+			flags := pflag.NewFlagSet("test", pflag.ContinueOnError)
+			BindFlags(flags)
+			if err := flags.Parse(args); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(LoadOptions{Env: tt.env, Flags: flags})
 			if err == nil {
 				t.Fatal("Load succeeded, want an error")
 			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error does not contain %q:\n%v", w, err)
-				}
+			want := strings.ReplaceAll(strings.Join(tt.want, "\n"), "FILE", path)
+			if err.Error() != want {
+				t.Errorf("Load:\n%v\nwant:\n%s", err, want)
 			}
 		})
+	}
+}
+
+// TestLoadKeepsGoing checks that a rejected setting keeps the value of the
+// layer below while everything else still applies.
+func TestLoadKeepsGoing(t *testing.T) {
+	t.Parallel()
+	const file = `
+shutdown_timeout: 15
+http_addr: 10.0.0.1:1000
+kafka:
+  partitions: 6
+  brokers: [a:1, {b: 2}]
+  write_timeout: 20s
+`
+	env := map[string]string{
+		"COHORTSYNC_KAFKA_PARTITIONS": "many",
+		"COHORTSYNC_DATA_DIR":         "/from/env",
+	}
+	got, err := load(t, file, env, "--log-level", "warn")
+	if err == nil {
+		t.Fatal("Load succeeded, want an error")
+	}
+	if n := strings.Count(err.Error(), "\n") + 1; n != 3 {
+		t.Errorf("want 3 problems, got %d:\n%v", n, err)
+	}
+	want := Default()
+	want.HTTPAddr = "10.0.0.1:1000"
+	want.Kafka.Partitions = 6 // the file's, as the env value was rejected
+	want.Kafka.WriteTimeout = 20 * time.Second
+	want.DataDir = "/from/env"
+	want.Log.Level = "warn"
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Load:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestLoadAliasesAndMerges checks that anchors, aliases and merge keys work,
+// with the mapping's own keys over merged ones and earlier merges over later.
+func TestLoadAliasesAndMerges(t *testing.T) {
+	t.Parallel()
+	const file = `
+clickhouse:
+  username: &user writer
+  dial_timeout: &short 2s
+kafka:
+  sasl: {mechanism: plain, username: *user}
+  write_timeout: *short
+  tls: &tls
+    enabled: true
+    ca_file: /ca.pem
+partners:
+  heap: &off {enabled: false}
+  census: *off
+  newtool:
+    <<: [{api_key: first-key-0123456789}, {api_key: second-key-0123456789, enabled: false}]
+  other:
+    <<: *off
+    enabled: true
+`
+	got, err := load(t, file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.ClickHouse.Username = "writer"
+	want.ClickHouse.DialTimeout = 2 * time.Second
+	want.Kafka.SASL.Mechanism, want.Kafka.SASL.Username = "plain", "writer"
+	want.Kafka.WriteTimeout = 2 * time.Second
+	want.Kafka.TLS.Enabled, want.Kafka.TLS.CAFile = true, "/ca.pem"
+	want.Partners["heap"] = Partner{}
+	want.Partners["census"] = Partner{}
+	want.Partners["newtool"] = Partner{APIKey: "first-key-0123456789"}
+	want.Partners["other"] = Partner{Enabled: true}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Load:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestLoadIgnoresNonConfigEnv checks that the variables other parts of the
+// project read are not reported, while one letter off still is.
+func TestLoadIgnoresNonConfigEnv(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{
+		"COHORTSYNC_MIXPANEL_USERNAME":    "svc",
+		"COHORTSYNC_MIXPANEL_SECRET":      "s3cret",
+		"COHORTSYNC_IMAGE_TAG":            "0.1.0",
+		"COHORTSYNC_TEST_CLICKHOUSE_ADDR": "localhost:9000",
+		"COHORTSYNC_BENCH_MEMBERS":        "1000",
+		"COHORTSYNC_BENCH_PARQUET_ROOT":   "/tmp/p",
+		"COHORTSYNC":                      "not ours: no prefix",
+		"OTHER_COHORTSYNC_DATA_DIR":       "not ours either",
+	}
+	if _, err := Load(LoadOptions{Env: env}); err != nil {
+		t.Errorf("Load: %v", err)
+	}
+	env["COHORTSYNC_MIXPANEL_USER"] = "svc"
+	_, err := Load(LoadOptions{Env: env})
+	if want := "COHORTSYNC_MIXPANEL_USER: unknown variable, it sets nothing"; err == nil || err.Error() != want {
+		t.Errorf("Load: %v, want %s", err, want)
 	}
 }
 
@@ -486,5 +700,58 @@ func TestEnvNames(t *testing.T) {
 	}
 	if _, err := Load(LoadOptions{Env: env}); err != nil {
 		t.Errorf("setting every variable: %v", err)
+	}
+}
+
+// TestProjectEnvIsKnown reads the project's own code and deployment files
+// and checks that every COHORTSYNC_* variable they use is a setting, a
+// partner variable or listed in nonConfigEnv, so Load never reports a
+// variable the project itself reads. Test files are left out: they misspell
+// names on purpose.
+func TestProjectEnvIsKnown(t *testing.T) {
+	t.Parallel()
+	known := map[string]bool{}
+	for _, f := range envFields(reflect.TypeFor[Config](), EnvPrefix, nil) {
+		known[f.name] = true
+	}
+	literal := regexp.MustCompile(`COHORTSYNC_[A-Z0-9_]+`)
+	prefixed := regexp.MustCompile(`EnvPrefix\s*\+\s*"([A-Z0-9_]+)"`)
+	root := filepath.Join("..")
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if strings.HasPrefix(name, ".") && path != root || name == "node_modules" || name == "testdata" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		isGo := strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go")
+		isDeploy := strings.HasSuffix(name, ".yml") || strings.HasSuffix(name, ".yaml") || strings.HasPrefix(name, ".env")
+		if !isGo && !isDeploy {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		names := literal.FindAllString(string(data), -1)
+		for _, m := range prefixed.FindAllStringSubmatch(string(data), -1) {
+			names = append(names, EnvPrefix+m[1])
+		}
+		for _, n := range names {
+			if strings.HasSuffix(n, "_") {
+				continue // a family such as COHORTSYNC_PARTNERS_<NAME>_API_KEY, cut at the "<"
+			}
+			if !known[n] && !strings.HasPrefix(n, EnvPrefix+"PARTNERS_") && !isNonConfigEnv(n) {
+				t.Errorf("%s uses %s, which Load would report as unknown: make it a setting or add it to nonConfigEnv", path, n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

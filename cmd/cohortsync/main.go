@@ -104,7 +104,8 @@ import API and lands every accepted request durably in Kafka; without
 --kafka-brokers it runs an embedded broker under --data-dir.
 
 Configuration comes from a YAML file (--config), COHORTSYNC_* environment
-variables and flags, each overriding the one before.`,
+variables and flags, each overriding the one before; 'cohortsync config
+validate' checks it and 'cohortsync config print --redact' shows it.`,
 		// Without Args, cobra would answer an unknown command with help and exit 0.
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -144,19 +145,20 @@ variables and flags, each overriding the one before.`,
 		c.newTokensCmd(),
 		c.newBackfillCmd(),
 		c.newParquetCmd(),
+		c.newConfigCmd(),
 	)
 	return root
 }
 
 // loadConfig loads the configuration from c's environment and the flags of
 // cmd, and validates it. Every command that needs the configuration uses it,
-// so all of them report problems the same way and exit with code 2.
+// so all of them report problems the same way and exit with code 2. The
+// configuration is validated even when loading found problems (a setting
+// that failed to load keeps its previous value), so that one run lists the
+// file's, the environment's and the validation's problems together.
 func (c *cli) loadConfig(cmd *cobra.Command) (config.Config, error) {
-	cfg, err := config.Load(config.LoadOptions{Env: c.env, Flags: cmd.Flags()})
-	if err != nil {
-		return config.Config{}, &configError{what: "loading configuration", err: err}
-	}
-	if err := cfg.Validate(); err != nil {
+	cfg, loadErr := config.Load(config.LoadOptions{Env: c.env, Flags: cmd.Flags()})
+	if err := errors.Join(loadErr, cfg.Validate()); err != nil {
 		return config.Config{}, &configError{what: "invalid configuration", err: err}
 	}
 	return cfg, nil

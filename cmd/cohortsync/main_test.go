@@ -133,7 +133,7 @@ func TestServeInvalidConfig(t *testing.T) {
 		{
 			name:      "unknown key in the file",
 			args:      []string{"serve", "--config", badKey},
-			wantLines: []string{"unknown key http_adr"},
+			wantLines: []string{"http_adr: line 1: unknown key; did you mean http_addr?"},
 		},
 	}
 	for _, tt := range tests {
@@ -156,6 +156,43 @@ func TestServeInvalidConfig(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConfigProblemsInOneRun checks that problems of the file, the
+// environment, the flags and validation are all reported by one run, in that
+// order, and nothing else.
+func TestConfigProblemsInOneRun(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "cohortsync.yaml")
+	file := "shutdown_timeout: 15\nlog:\n  level: loud\ningest:\n  rate_burst: many\nclickhouse:\n  databse: x\n"
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"COHORTSYNC_EMBEDDED_KAFKA_ADDR": "127.0.0.1:99999",
+		"COHORTSYNC_KAFKA_PARTITIONS":    "none",
+		"COHORTSYNC_SNAPSHOT_KEPT":       "3",
+		"COHORTSYNC_MIXPANEL_SECRET":     "read by backfill, not a setting",
+	}
+	for _, args := range [][]string{
+		{"serve", "--config", path, "--http-addr", "nonsense"},
+		{"config", "validate", "--config", path, "--http-addr", "nonsense"},
+	} {
+		r := execute(t, testkit.Context(t, 10*time.Second), env, nil, args...)
+		want := `cohortsync: invalid configuration:
+  shutdown_timeout: line 1: 15 is not a duration; write it with a unit, like 15s, 5m or 1h
+  ingest.rate_burst: line 5: "many" is not a whole number
+  clickhouse.databse: line 7: unknown key; did you mean clickhouse.database?
+  COHORTSYNC_KAFKA_PARTITIONS: "none" is not a whole number
+  COHORTSYNC_SNAPSHOT_KEPT: unknown variable, it sets nothing; did you mean COHORTSYNC_SNAPSHOTS_KEPT?
+  http_addr: "nonsense" is not HOST:PORT (missing port in address)
+  log.level: "loud" is not one of debug, info, warn, error
+  embedded.kafka_addr: "127.0.0.1:99999" is not HOST:PORT (port "99999" is not a number from 0 to 65535)
+`
+		if r.code != exitUsage || r.stderr != want || r.stdout != "" {
+			t.Errorf("%q: exit %d, stdout %q, stderr:\n%s\nwant exit %d, stderr:\n%s", args, r.code, r.stdout, r.stderr, exitUsage, want)
+		}
 	}
 }
 
