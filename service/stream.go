@@ -232,16 +232,20 @@ func importRules(cfg config.Config, dir identity.Lookups, reg prometheus.Registe
 
 // BackfillDestination lands backfilled envelopes on the landing topic after
 // counting them with the stream's own stages over dir.
-func BackfillDestination(cfg config.Config, dir *identities.Directory, lander backfill.Lander, log *slog.Logger) (*backfill.Local, error) {
+func BackfillDestination(cfg config.Config, dir identity.Lookups, lander backfill.Lander, log *slog.Logger) (*backfill.Local, error) {
 	transforms, resolver, err := importRules(cfg, dir, nil, log)
 	if err != nil {
 		return nil, err
 	}
-	return &backfill.Local{
+	dest := &backfill.Local{
 		Lander: lander, Transforms: transforms, Resolver: resolver,
 		MaxRecordBytes: cfg.Kafka.MaxMessageBytes - 4096,
-		// Identities loaded before a batch are counted with it: a dry run
-		// right after `identities load` must not call their users unknown.
-		CaughtUp: dir.WaitApplied,
-	}, nil
+	}
+	if d, ok := dir.(interface{ WaitApplied(context.Context) error }); ok {
+		// A directory fed by a topic: identities loaded before a batch are
+		// counted with it, so a dry run right after `identities load` does
+		// not call their users unknown.
+		dest.CaughtUp = d.WaitApplied
+	}
+	return dest, nil
 }

@@ -36,6 +36,8 @@ func TestConfigPrint(t *testing.T) {
 	env := map[string]string{
 		"COHORTSYNC_PARTNERS_NEWTOOL_API_KEY": "newtool-key-0123456789",
 		"COHORTSYNC_SNAPSHOTS_KEPT":           "9",
+		// Set as execute would set it; the file's own value is overridden.
+		"COHORTSYNC_EMBEDDED_KAFKA_ADDR": "127.0.0.1:0",
 	}
 	args := []string{"--config", full, "--http-addr", "0.0.0.0:1234"}
 	want, err := config.Load(config.LoadOptions{File: full, Env: env})
