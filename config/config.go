@@ -75,7 +75,7 @@ type Parquet struct {
 type Log struct {
 	// Level is one of debug, info, warn, error.
 	Level string `yaml:"level"`
-	// Format is json or text.
+	// Format is auto (text on a terminal, JSON elsewhere), json or text.
 	Format string `yaml:"format"`
 }
 
@@ -162,7 +162,7 @@ func Default() Config {
 	return Config{
 		DataDir:         "./data",
 		HTTPAddr:        "127.0.0.1:8080",
-		Log:             Log{Level: "info", Format: "json"},
+		Log:             Log{Level: "info", Format: "auto"},
 		ShutdownTimeout: 15 * time.Second,
 		Partners:        partners,
 		Ingest: Ingest{

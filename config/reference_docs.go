@@ -11,7 +11,7 @@ func settingDocs() map[string]string {
 		"debug_addr":       "Where Go's profiles (`/debug/pprof/`) are served, on a listener of their own and without authentication: keep it on loopback, e.g. `127.0.0.1:6060`. Empty: off.",
 		"admin_token":      "Bearer token of the admin API (at least 16 characters). Empty: generated at first start, printed once, stored hashed in `data_dir`.",
 		"log.level":        "debug, info, warn or error.",
-		"log.format":       "json or text; logs go to stderr.",
+		"log.format":       "auto (text when stderr is a terminal, JSON anywhere else), json or text; logs go to stderr, durations as text such as `15s`.",
 		"shutdown_timeout": "How long SIGTERM waits for in-flight requests, the stream's drain and offset commits before the process exits.",
 
 		"partners.<name>.api_key": "The `partner_api_key` that partner sends. Empty: generated at first start and kept in `data_dir` (set it when several instances run).",

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -198,13 +200,30 @@ func TestNewLogger(t *testing.T) {
 		t.Fatal(err)
 	}
 	log.Info("dropped")
-	log.Warn("kept", "n", 1)
+	log.Warn("kept", "n", 1, "deadline", 15*time.Second)
 	var rec map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
 		t.Fatalf("want exactly one JSON record, got %q: %v", buf.String(), err)
 	}
-	if rec["msg"] != "kept" || rec["level"] != "WARN" {
-		t.Errorf("record %v", rec)
+	if rec["msg"] != "kept" || rec["level"] != "WARN" || rec["deadline"] != "15s" {
+		t.Errorf("record %v, want deadline written as 15s", rec)
+	}
+
+	// auto: JSON to anything that is not a terminal, a pipe here.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	log, err = Log{Level: "info", Format: "auto"}.NewLogger(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("piped")
+	w.Close()
+	piped, _ := io.ReadAll(r)
+	if err := json.Unmarshal(piped, &rec); err != nil || rec["msg"] != "piped" {
+		t.Errorf("auto format to a pipe wrote %q, want JSON", piped)
 	}
 
 	buf.Reset()

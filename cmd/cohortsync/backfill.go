@@ -206,11 +206,25 @@ func printSummary(out io.Writer, format string, s backfill.Summary, checkpoint s
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "  data points\t%d accepted assignments (counted once per record id: landing them again adds nothing)\n", s.DataPoints)
 	}
-	for _, r := range s.Reasons() {
-		fmt.Fprintf(w, "  dropped: %s\t%d ids\n", r, s.Dropped[r])
+	// A reason drops ids (the resolver), whole records (retention, the
+	// dead letter) or both; one line each.
+	reasons := slices.Sorted(maps.Keys(s.Dropped))
+	for r := range s.DroppedRecords {
+		if _, ok := s.Dropped[r]; !ok {
+			reasons = append(reasons, r)
+		}
 	}
-	for _, r := range slices.Sorted(maps.Keys(s.DroppedRecords)) {
-		fmt.Fprintf(w, "  dropped: %s\t%d records\n", r, s.DroppedRecords[r])
+	slices.Sort(reasons)
+	for _, r := range reasons {
+		ids, recs := s.Dropped[r], s.DroppedRecords[r]
+		switch {
+		case recs == 0:
+			fmt.Fprintf(w, "  dropped: %s\t%d ids\n", r, ids)
+		case ids == 0:
+			fmt.Fprintf(w, "  dropped: %s\t%d records\n", r, recs)
+		default:
+			fmt.Fprintf(w, "  dropped: %s\t%d ids in %d whole records\n", r, ids, recs)
+		}
 	}
 	for _, bl := range s.Samples {
 		fmt.Fprintf(w, "  bad line\t%s\n", bl.Error)

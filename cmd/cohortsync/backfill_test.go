@@ -610,12 +610,12 @@ func TestPrintSummaryShowsEveryDrop(t *testing.T) {
 	var out strings.Builder
 	sum := backfill.Summary{RunID: "r1", Read: 40, Replay: true, Replayed: 4329, Complete: true}
 	sum.DataPoints, sum.Transitions = 2, 2
-	sum.Dropped = map[string]int64{"unknown_user": 3}
-	sum.DroppedRecords = map[string]int64{"retention": 5}
+	sum.Dropped = map[string]int64{"unknown_user": 3, "decode": 4}
+	sum.DroppedRecords = map[string]int64{"retention": 5, "decode": 2}
 	if err := printSummary(&out, "table", sum, ""); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"replayed", "40 records", "4329 re-applied", "2 new billable", "membership changes     2", "dropped: unknown_user  3 ids", "dropped: retention     5 records"} {
+	for _, want := range []string{"replayed", "40 records", "4329 re-applied", "2 new billable", "membership changes     2", "dropped: unknown_user  3 ids", "dropped: retention     5 records", "dropped: decode        4 ids in 2 whole records"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
 		}

@@ -17,8 +17,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
-	"slices"
 
 	"github.com/cohortsync/cohortsync/schemas"
 )
@@ -102,10 +100,12 @@ type Options struct {
 }
 
 // Progress is told how many input bytes were consumed, against the total
-// size of all sources; internal/progress implements it.
+// size of all sources, and how many records were landed (or counted, on a
+// dry run); internal/progress implements it.
 type Progress interface {
 	Add(n int64)
 	SetTotal(n int64)
+	AddRecords(n int64)
 }
 
 // BadLine is one reported bad input line; Error names its line number.
@@ -310,8 +310,8 @@ func (r *run) land(ctx context.Context, src Source, items []Item) error {
 	}
 	r.cp.Summary.Read += int64(len(items))
 	r.cp.Summary.add(out)
+	if r.opts.Progress != nil {
+		r.opts.Progress.AddRecords(int64(len(items)))
+	}
 	return nil
 }
-
-// Reasons lists the drop reasons of o in a stable order.
-func (o Outcome) Reasons() []string { return slices.Sorted(maps.Keys(o.Dropped)) }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,8 +29,12 @@ const barThrottle = 100 * time.Millisecond
 type Options struct {
 	// Label names the run in every line ("backfill kafka").
 	Label string
-	// Unit names what is counted ("records"); default "items".
+	// Unit names what is counted ("records"); default "items". Bytes
+	// overrides it.
 	Unit string
+	// Bytes says the count is bytes of input: it is shown in MiB and MiB/s,
+	// next to the records AddRecords counts.
+	Bytes bool
 	// Total is the expected count; 0 means unknown (no ETA).
 	Total int64
 	// Interval is the period of plain lines; 0 means DefaultInterval and a
@@ -50,6 +55,8 @@ type Reporter struct {
 	start time.Time
 	done  atomic.Int64
 	total atomic.Int64
+	// records counts what AddRecords was told, beside a count of bytes.
+	records atomic.Int64
 
 	// bar is nil on the plain path; barMu keeps its max and count
 	// consistent when Adds race.
@@ -59,10 +66,13 @@ type Reporter struct {
 
 	// mu guards the previous line's figures (for the interval rate) and
 	// finished.
-	mu       sync.Mutex
-	lastAt   time.Time
-	lastDone int64
-	finished bool
+	mu          sync.Mutex
+	lastAt      time.Time
+	lastDone    int64
+	lastRecords int64
+	finished    bool
+	// described is when the bar's records figure was last redrawn.
+	described time.Time
 
 	stop     chan struct{}
 	loopDone chan struct{}
@@ -83,6 +93,9 @@ func isTerminal(w io.Writer) bool {
 // newReporter is New with the terminal decision made by the caller, so
 // tests can exercise the bar without a terminal.
 func newReporter(w io.Writer, opts Options, tty bool) *Reporter {
+	if opts.Bytes {
+		opts.Unit = "MiB"
+	}
 	if opts.Unit == "" {
 		opts.Unit = "items"
 	}
@@ -121,20 +134,25 @@ func (r *Reporter) newBar(total int64) *progressbar.ProgressBar {
 	if limit <= 0 {
 		limit = -1 // the library's "unknown length": a spinner with a count
 	}
-	return progressbar.NewOptions64(limit,
+	opts := []progressbar.Option{
 		progressbar.OptionSetWriter(r.w),
 		progressbar.OptionSetDescription(r.opts.Label),
 		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString(r.opts.Unit),
+	}
+	if r.opts.Bytes {
+		// The library scales bytes to KiB, MiB, ... and shows MiB/s.
+		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true))
+	} else {
+		opts = append(opts, progressbar.OptionShowIts(), progressbar.OptionSetItsString(r.opts.Unit))
+	}
+	return progressbar.NewOptions64(limit, append(opts,
 		progressbar.OptionSetPredictTime(true),
 		progressbar.OptionThrottle(barThrottle),
 		progressbar.OptionFullWidth(),
 		// The library's spinner redraws from a goroutine that only ends
 		// when the bar completes, which an aborted run never does.
 		progressbar.OptionSetSpinnerChangeInterval(0),
-		progressbar.OptionOnCompletion(func() { _, _ = fmt.Fprintln(r.w) }),
-	)
+	)...)
 }
 
 func (r *Reporter) loop() {
@@ -165,6 +183,31 @@ func (r *Reporter) Add(n int64) {
 		r.bar.ChangeMax64(done)
 	}
 	_ = r.bar.Add64(n)
+}
+
+// AddRecords counts n more records, shown with their rate beside a count of
+// bytes (Options.Bytes).
+func (r *Reporter) AddRecords(n int64) {
+	records := r.records.Add(n)
+	if r.bar == nil {
+		return
+	}
+	now := r.opts.Now()
+	r.mu.Lock()
+	redraw := now.Sub(r.described) >= barThrottle
+	if redraw {
+		r.described = now
+	}
+	r.mu.Unlock()
+	if !redraw {
+		return
+	}
+	r.barMu.Lock()
+	defer r.barMu.Unlock()
+	if r.bar.IsFinished() {
+		return // a redraw now would write the full bar again
+	}
+	r.bar.Describe(fmt.Sprintf("%s: %d records, %.0f records/s", r.opts.Label, records, perSecond(records, now.Sub(r.start))))
 }
 
 // SetTotal sets the expected count, for runs that learn it late; 0 means
@@ -201,21 +244,60 @@ func (r *Reporter) Tick() {
 		return
 	}
 	now := r.opts.Now()
-	done := r.done.Load()
-	rate := perSecond(done-r.lastDone, now.Sub(r.lastAt))
-	r.lastAt, r.lastDone = now, done
+	done, records := r.done.Load(), r.records.Load()
+	interval := now.Sub(r.lastAt)
+	rate := perSecond(done-r.lastDone, interval)
+	recordRate := perSecond(records-r.lastRecords, interval)
+	r.lastAt, r.lastDone, r.lastRecords = now, done, records
 
-	attrs := []any{"label", r.opts.Label, "unit", r.opts.Unit, "done", done}
 	total := r.total.Load()
+	attrs := []any{"label", r.opts.Label}
+	attrs = append(attrs, r.counts(done, total, rate)...)
 	if total > 0 {
-		attrs = append(attrs, "total", total, "percent", percent(done, total))
+		attrs = append(attrs, "percent", percent(done, total))
 	}
-	attrs = append(attrs, "rate_per_s", rate)
+	if records > 0 {
+		attrs = append(attrs, "records", records, "records_per_s", recordRate)
+	}
 	if eta, ok := r.eta(now, done, total); ok {
 		attrs = append(attrs, "eta", eta.String())
 	}
 	r.log.Info("progress", attrs...)
 }
+
+// counts are a line's figures of the main count: done, total and rate, in
+// MiB for bytes.
+func (r *Reporter) counts(done, total int64, rate float64) []any {
+	if r.opts.Bytes {
+		attrs := []any{"done_mib", mib(float64(done))}
+		if total > 0 {
+			attrs = append(attrs, "total_mib", mib(float64(total)))
+		}
+		return append(attrs, "mib_per_s", mib(rate))
+	}
+	attrs := []any{"unit", r.opts.Unit, "done", done}
+	if total > 0 {
+		attrs = append(attrs, "total", total)
+	}
+	return append(attrs, "rate_per_s", rate)
+}
+
+// sentence says what was done, with rates, for a person.
+func (r *Reporter) sentence(done, records int64, elapsed time.Duration) string {
+	var parts []string
+	if r.opts.Bytes {
+		parts = append(parts, fmt.Sprintf("%.1f MiB (%.1f MiB/s)", mib(float64(done)), mib(perSecond(done, elapsed))))
+	} else {
+		parts = append(parts, fmt.Sprintf("%d %s (%.0f/s)", done, r.opts.Unit, perSecond(done, elapsed)))
+	}
+	if records > 0 {
+		parts = append(parts, fmt.Sprintf("%d records (%.0f records/s)", records, perSecond(records, elapsed)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// mib is n bytes in MiB, rounded to one decimal.
+func mib(n float64) float64 { return roundTenth(n / (1 << 20)) }
 
 // eta is the time left at the average rate since the start; false when
 // the total is unknown or nothing was done yet.
@@ -254,24 +336,32 @@ func (r *Reporter) Finish() {
 		done, total := r.done.Load(), r.total.Load()
 		switch {
 		case r.bar.IsFinished():
-			// The count reached the total: the full bar and its
-			// newline are drawn already.
+			// The count reached the total: the full bar is drawn.
 		case total > 0 && done >= total:
 			_ = r.bar.Finish()
 		default:
 			_ = r.bar.Exit()
 		}
+		// The bar leaves the cursor at the end of its line.
+		_, _ = fmt.Fprintln(r.w)
 		r.barMu.Unlock()
 	}
 
 	now := r.opts.Now()
-	done := r.done.Load()
+	done, records := r.done.Load(), r.records.Load()
 	elapsed := now.Sub(r.start)
-	attrs := []any{"label", r.opts.Label, "unit", r.opts.Unit, "done", done}
-	if total := r.total.Load(); total > 0 {
-		attrs = append(attrs, "total", total)
+	if r.bar != nil {
+		// On a terminal the last word is a sentence under the bar, not a
+		// log record between the bar and the summary.
+		fmt.Fprintf(r.w, "%s: %s in %s\n", r.opts.Label, r.sentence(done, records, elapsed), elapsed.Round(time.Millisecond))
+		return
 	}
-	attrs = append(attrs, "elapsed", elapsed.Round(time.Millisecond).String(), "rate_per_s", perSecond(done, elapsed))
+	attrs := []any{"label", r.opts.Label}
+	attrs = append(attrs, r.counts(done, r.total.Load(), perSecond(done, elapsed))...)
+	if records > 0 {
+		attrs = append(attrs, "records", records, "records_per_s", perSecond(records, elapsed))
+	}
+	attrs = append(attrs, "elapsed", elapsed.Round(time.Millisecond).String())
 	r.log.Info("finished", attrs...)
 }
 

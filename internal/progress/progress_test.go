@@ -238,9 +238,51 @@ func TestTerminalGetsABarWithCountAndRate(t *testing.T) {
 	if !strings.HasSuffix(out, "\n") {
 		t.Errorf("the bar does not end its line: %q", out)
 	}
-	l := logs.String()
-	if strings.Count(l, "\n") != 1 || !strings.Contains(l, "msg=finished") || !strings.Contains(l, "done=105") {
-		t.Fatalf("logs on a terminal: %q, want only the final line with done=105", l)
+	if l := logs.String(); l != "" {
+		t.Errorf("logs on a terminal: %q, want none: the bar and its last line say it", l)
+	}
+	if !strings.HasSuffix(out, "replay: 105 records (105/s) in 1s\n") {
+		t.Errorf("the bar's last line: %q", out)
+	}
+}
+
+// TestBytesAreMiBAndRecordsHaveARate: a run counted in input bytes shows
+// MiB and MiB/s, and the records beside them with their own rate, on both
+// paths.
+func TestBytesAreMiBAndRecordsHaveARate(t *testing.T) {
+	t.Parallel()
+	r, buf, c := newJSONReporter(t, Options{Label: "backfill file", Bytes: true, Total: 100 << 20, Interval: -1})
+	c.Advance(10 * time.Second)
+	r.Add(20 << 20)
+	r.AddRecords(5000)
+	r.Tick()
+	r.Finish()
+	lines := jsonLines(t, buf.String())
+	if len(lines) != 2 {
+		t.Fatalf("lines %v", lines)
+	}
+	tick, fin := lines[0], lines[1]
+	for k, want := range map[string]any{"done_mib": 20.0, "total_mib": 100.0, "mib_per_s": 2.0, "percent": 20.0, "records": 5000.0, "records_per_s": 500.0} {
+		if tick[k] != want {
+			t.Errorf("progress line %s = %v, want %v (%v)", k, tick[k], want, tick)
+		}
+	}
+	if _, ok := tick["done"]; ok {
+		t.Errorf("progress line carries raw bytes: %v", tick)
+	}
+	if fin["records"] != 5000.0 || fin["mib_per_s"] != 2.0 {
+		t.Errorf("final line %v", fin)
+	}
+
+	var bar testkit.SyncBuffer
+	c2 := newClock()
+	tr := newReporter(&bar, Options{Label: "backfill file", Bytes: true, Total: 4 << 20, Now: c2.Now}, true)
+	c2.Advance(2 * time.Second)
+	tr.AddRecords(300)
+	tr.Add(4 << 20)
+	tr.Finish()
+	if out := bar.String(); !strings.Contains(out, "300 records, 150 records/s") || !strings.HasSuffix(out, "backfill file: 4.0 MiB (2.0 MiB/s), 300 records (150 records/s) in 2s\n") {
+		t.Errorf("bar output %q", out)
 	}
 }
 

@@ -210,7 +210,7 @@ func (b *backfiller) run(ctx context.Context) (err error) {
 	}
 	runID := backfill.RunID(kind, settings, sources)
 	checkpoint := backfill.CheckpointPath(b.cfg.DataDir, runID)
-	rep := progress.New(b.opts.Stderr, progress.Options{Label: "backfill " + kind, Unit: "input bytes", Logger: b.progLog})
+	rep := progress.New(b.opts.Stderr, progress.Options{Label: "backfill " + kind, Bytes: true, Logger: b.progLog})
 	sum, runErr := backfill.Run(ctx, backfill.Options{
 		Sources:      sources,
 		IsBadInput:   files.IsLineError,
@@ -224,7 +224,7 @@ func (b *backfiller) run(ctx context.Context) (err error) {
 	})
 	rep.Finish()
 	if runErr == nil && !b.opts.DryRun {
-		runErr = b.waitApplied(ctx)
+		runErr = b.waitApplied(ctx, sum.Landed-sum.Resumed)
 	}
 	b.result = Result{Summary: sum, Checkpoint: checkpoint}
 	if errors.Is(runErr, backfill.ErrInterrupted) {
@@ -360,9 +360,11 @@ func (b *backfiller) directory() *identities.Directory {
 
 // waitApplied waits until the live consumer group has committed everything
 // on the landing topic, so the summary's data points are in the totals when
-// the command returns.
-func (b *backfiller) waitApplied(ctx context.Context) error {
-	if b.opts.Wait == 0 || b.core == nil {
+// the command returns. It is a phase of its own on the terminal: landed
+// records are each applied by the stream, which can take a while after the
+// input is read.
+func (b *backfiller) waitApplied(ctx context.Context, landed int64) error {
+	if b.opts.Wait == 0 || b.core == nil || landed == 0 {
 		// Through a server without its Kafka: the server applies what
 		// landed, and this run cannot see when.
 		return nil
@@ -375,8 +377,26 @@ func (b *backfiller) waitApplied(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, b.opts.Wait)
 	defer cancel()
 	group := kafka.DefaultGroupConfig().GroupID
-	b.log.Info("waiting for the stream to apply the landed records", "group", group)
-	if err := b.core.Kafka.WaitCommitted(wctx, group, topic, ends, 0, nil); err != nil {
+	fmt.Fprintf(b.opts.Stderr, "waiting for the stream to apply the %d records landed (consumer group %s, --wait %s)\n", landed, group, b.opts.Wait)
+	var rep *progress.Reporter
+	var reported int64
+	err = b.core.Kafka.WaitCommitted(wctx, group, topic, ends, 0, func(remaining int64) {
+		if rep == nil {
+			// The first poll says how far behind the group is: everything
+			// on the topic not yet committed, the records just landed and
+			// whatever else was waiting.
+			rep = progress.New(b.opts.Stderr, progress.Options{Label: "stream applying", Unit: "records", Total: remaining, Logger: b.progLog})
+			reported = remaining
+		}
+		if done := reported - remaining; done > 0 {
+			rep.Add(done)
+			reported = remaining
+		}
+	})
+	if rep != nil {
+		rep.Finish()
+	}
+	if err != nil {
 		return fmt.Errorf("backfill: landed, but the stream did not apply everything within --wait %s (it will; check consumer lag): %w", b.opts.Wait, err)
 	}
 	return nil
