@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/spf13/pflag"
 )
@@ -19,17 +20,29 @@ const (
 	FlagNoMigrate = "no-migrate"
 )
 
-// BindFlags registers the configuration flags on fs. Load applies those the
-// user set; the defaults shown in help are Default()'s.
-func BindFlags(fs *pflag.FlagSet) {
+// BindFlags registers --config and the configuration flags named (all of
+// them when none is named) on fs. A command binds only the flags of the
+// settings it uses, so its help lists nothing it would ignore. Load applies
+// those the user set; the defaults shown in help are Default()'s.
+func BindFlags(fs *pflag.FlagSet, names ...string) {
 	d := Default()
+	all := []struct {
+		name, usage string
+		bind        func(name, usage string)
+	}{
+		{FlagDataDir, "`directory` for local state: the embedded broker's log and Parquet output", func(n, u string) { fs.String(n, d.DataDir, u) }},
+		{FlagHTTPAddr, "`HOST:PORT` the HTTP API listens on", func(n, u string) { fs.String(n, d.HTTPAddr, u) }},
+		{FlagKafkaBrokers, "Kafka bootstrap `brokers` as HOST:PORT, comma-separated; none starts the embedded broker", func(n, u string) { fs.StringSlice(n, d.Kafka.Brokers, u) }},
+		{FlagClickHouseAddr, "ClickHouse native protocol `HOST:PORT`; empty disables ClickHouse", func(n, u string) { fs.String(n, d.ClickHouse.Addr, u) }},
+		{FlagClickHouseDatabase, "ClickHouse `database`", func(n, u string) { fs.String(n, d.ClickHouse.Database, u) }},
+		{FlagLogLevel, "log `level`: debug, info, warn or error", func(n, u string) { fs.String(n, d.Log.Level, u) }},
+	}
 	fs.String(FlagConfig, "", "YAML configuration `file` (overridden by COHORTSYNC_* variables and flags)")
-	fs.String(FlagDataDir, d.DataDir, "`directory` for local state: the embedded broker's log and Parquet output")
-	fs.String(FlagHTTPAddr, d.HTTPAddr, "`HOST:PORT` the HTTP API listens on")
-	fs.StringSlice(FlagKafkaBrokers, d.Kafka.Brokers, "Kafka bootstrap `brokers` as HOST:PORT, comma-separated; none starts the embedded broker")
-	fs.String(FlagClickHouseAddr, d.ClickHouse.Addr, "ClickHouse native protocol `HOST:PORT`; empty disables ClickHouse")
-	fs.String(FlagClickHouseDatabase, d.ClickHouse.Database, "ClickHouse `database`")
-	fs.String(FlagLogLevel, d.Log.Level, "log `level`: debug, info, warn or error")
+	for _, f := range all {
+		if len(names) == 0 || slices.Contains(names, f.name) {
+			f.bind(f.name, f.usage)
+		}
+	}
 }
 
 // BindNoMigrateFlag registers --no-migrate, which turns clickhouse.migrate_on_start off.

@@ -146,6 +146,7 @@ with a summary: read, landed, dropped by reason, data points.`,
 	fl.StringVar(&f.mixpanelUser, "mixpanel-username", "", "--from mixpanel: service account user name (default: COHORTSYNC_MIXPANEL_USERNAME)")
 	fl.StringVar(&f.identityProperty, "identity-property", "", "--from mixpanel: profile property holding the external id, tried before $braze_external_id and $user_id")
 	fl.IntVar(&f.batch, "batch", 500, "records landed per batch (and per checkpoint)")
+	config.BindFlags(fl, config.FlagDataDir, config.FlagKafkaBrokers, config.FlagClickHouseAddr, config.FlagClickHouseDatabase, config.FlagLogLevel)
 	return cmd
 }
 

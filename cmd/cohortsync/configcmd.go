@@ -35,6 +35,9 @@ overriding the one before.`,
 		// Cobra sets its default distance on the root command only.
 		SuggestionsMinimumDistance: 2,
 	}
+	// Every flag serve takes, so that validate and print see what serve would.
+	config.BindFlags(cmd.PersistentFlags())
+	config.BindNoMigrateFlag(cmd.PersistentFlags())
 	cmd.AddCommand(c.newConfigValidateCmd(), c.newConfigPrintCmd())
 	return cmd
 }

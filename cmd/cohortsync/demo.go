@@ -79,6 +79,8 @@ wrote in --data-dir at its first start.`,
 	f.IntVar(&d.BatchSize, "batch-size", d.BatchSize, "most ids per request (at most 1000)")
 	f.DurationVar(&d.Wait, "wait", d.Wait, "how long to wait for the stream before checking /metrics (0: do not check)")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "deadline for the whole demo")
+	// The partner key is read from the configuration or the server's data directory.
+	config.BindFlags(f, config.FlagDataDir)
 	return cmd
 }
 

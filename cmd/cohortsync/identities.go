@@ -63,6 +63,7 @@ embedded default that only works while no server holds the data directory.`,
 	fl.StringVarP(&f.workspace, "workspace", "w", service.FirstWorkspace, "workspace the identities belong to")
 	fl.DurationVar(&f.timeout, "timeout", time.Hour, "deadline for the whole load")
 	fl.IntVar(&f.showRejected, "show-rejected", 100, "print at most this many rejected lines (all are counted)")
+	config.BindFlags(fl, config.FlagDataDir, config.FlagKafkaBrokers, config.FlagLogLevel)
 	cmd.AddCommand(load)
 	return cmd
 }

@@ -47,6 +47,8 @@ server holds the data directory.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	pf := cmd.PersistentFlags()
+	// Without --server the commands open the key store on Kafka themselves.
+	config.BindFlags(pf, config.FlagDataDir, config.FlagKafkaBrokers, config.FlagLogLevel)
 	pf.StringVar(&f.server, "server", "", "base URL of a running cohortsync, e.g. http://127.0.0.1:8080")
 	pf.StringVar(&f.token, "token", "", "admin token for --server (default: COHORTSYNC_ADMIN_TOKEN)")
 	pf.StringVarP(&f.workspace, "workspace", "w", service.FirstWorkspace, "workspace the keys belong to")

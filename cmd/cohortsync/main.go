@@ -130,7 +130,6 @@ validate' checks it and 'cohortsync config print --redact' shows it.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &usageError{err}
 	})
-	config.BindFlags(root.PersistentFlags())
 
 	root.AddCommand(
 		c.newServeCmd(),

@@ -85,5 +85,6 @@ replica {replica}) and Distributed tables over them carry the plain names.
 	cmd.Flags().StringVar(&cluster, "cluster", "", "ClickHouse cluster `NAME`: ON CLUSTER DDL, Replicated and Distributed tables")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the statements instead of running them")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "deadline for the whole migration")
+	config.BindFlags(cmd.Flags(), config.FlagClickHouseAddr, config.FlagClickHouseDatabase, config.FlagLogLevel)
 	return cmd
 }

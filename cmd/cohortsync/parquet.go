@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/service"
 )
 
@@ -71,5 +72,6 @@ compacted tree changes nothing.`,
 	f := cmd.Flags()
 	bindFormat(f, &format, "output format: table or json")
 	f.DurationVar(&timeout, "timeout", time.Hour, "deadline for the whole command")
+	config.BindFlags(f, config.FlagDataDir)
 	return cmd
 }

@@ -40,6 +40,7 @@ shutdown_timeout.`,
 			return c.serve(cmd.Context(), cfg, log)
 		},
 	}
+	config.BindFlags(cmd.Flags())
 	config.BindNoMigrateFlag(cmd.Flags())
 	return cmd
 }

@@ -95,6 +95,8 @@ DATA_DIR/server.json.`,
 	f.StringVar(&cohort, "cohort", "", "only this cohort, as `PARTNER/COHORT_ID`")
 	bindFormat(f, &format, "output format: table or json")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "deadline for the whole command")
+	// Without --server it reads the state of record itself.
+	config.BindFlags(f, config.FlagDataDir, config.FlagClickHouseAddr, config.FlagClickHouseDatabase)
 	return cmd
 }
 
