@@ -297,3 +297,76 @@ func toString(v any) string {
 		return ""
 	}
 }
+
+// TestSinglePodOverlay checks the overlay for clusters without ReadWriteMany
+// against the base without kustomize: it builds on the base, each patch
+// targets an object the base has, replaces a path that object has, and
+// the result is one pod, a ReadWriteOnce volume and no rolling update that
+// would need the volume twice.
+func TestSinglePodOverlay(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(filepath.Join("k8s", "single-pod", "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		Resources []string `yaml:"resources"`
+		Patches   []struct {
+			Target struct{ Kind, Name string } `yaml:"target"`
+			Patch  string                      `yaml:"patch"`
+		} `yaml:"patches"`
+	}
+	if err := yaml.Unmarshal(raw, &k); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(k.Resources, []string{".."}) {
+		t.Errorf("resources %v, want the base (..)", k.Resources)
+	}
+	base := map[string]map[string]any{} // kind/name → object
+	for _, f := range []string{"deployment.yaml", "parquet-pvc.yaml"} {
+		raw, err := os.ReadFile(filepath.Join("k8s", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var obj map[string]any
+		if err := yaml.Unmarshal(raw, &obj); err != nil {
+			t.Fatal(err)
+		}
+		meta, _ := obj["metadata"].(map[string]any)
+		base[obj["kind"].(string)+"/"+meta["name"].(string)] = obj
+	}
+	got := map[string]any{}
+	for _, p := range k.Patches {
+		obj, ok := base[p.Target.Kind+"/"+p.Target.Name]
+		if !ok {
+			t.Errorf("patch targets %s/%s, which the base does not have", p.Target.Kind, p.Target.Name)
+			continue
+		}
+		var ops []struct {
+			Op, Path string
+			Value    any
+		}
+		if err := yaml.Unmarshal([]byte(p.Patch), &ops); err != nil {
+			t.Fatal(err)
+		}
+		for _, op := range ops {
+			node := any(obj)
+			for _, key := range strings.Split(strings.TrimPrefix(op.Path, "/"), "/") {
+				m, _ := node.(map[string]any)
+				node = m[key]
+			}
+			if op.Op != "replace" || node == nil {
+				t.Errorf("%s on %s: the base has no value at that path to replace", op.Op, op.Path)
+			}
+			got[p.Target.Kind+op.Path] = op.Value
+		}
+	}
+	want := map[string]any{
+		"PersistentVolumeClaim/spec/accessModes": []any{"ReadWriteOnce"},
+		"Deployment/spec/replicas":               1,
+		"Deployment/spec/strategy":               map[string]any{"type": "Recreate"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the overlay sets %v, want %v", got, want)
+	}
+}
