@@ -29,7 +29,10 @@ type Backoff = retry.Backoff
 func DefaultRunnerConfig() RunnerConfig {
 	return RunnerConfig{
 		DrainTimeout: 10 * time.Second,
-		Retry:        Backoff{Initial: 100 * time.Millisecond, Max: 30 * time.Second},
+		// Max bounds how long a stage whose cause is gone (ClickHouse
+		// back, a disk freed) stays failing: the next attempt is at most
+		// 5 s away. An attempt every 5 s is no load on a store that is down.
+		Retry: Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second},
 	}
 }
 
