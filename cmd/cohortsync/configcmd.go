@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -17,21 +15,8 @@ func (c *cli) newConfigCmd() *cobra.Command {
 		Long: `config works on the configuration every command reads: the defaults, the
 YAML file (--config), COHORTSYNC_* environment variables and flags, each
 overriding the one before.`,
-		// Without Args and RunE, cobra would answer "config valdate" with
-		// help and exit 0, and a script would take the typo for success.
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return nil
-			}
-			msg := fmt.Sprintf("unknown command %q for %s", args[0], cmd.CommandPath())
-			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-				msg += "; did you mean " + strings.Join(s, " or ") + "?"
-			}
-			return &usageError{errors.New(msg)}
-		},
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cmd.Help()
-		},
+		Args: subcommandArgs,
+		RunE: helpOnly,
 		// Cobra sets its default distance on the root command only.
 		SuggestionsMinimumDistance: 2,
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/kafka/broker"
 	"github.com/cohortsync/cohortsync/service"
+	"github.com/cohortsync/cohortsync/stores/adminauth"
 	"github.com/cohortsync/cohortsync/stores/identities"
 	"github.com/cohortsync/cohortsync/stores/keys"
 )
@@ -30,8 +31,10 @@ func (c *cli) newIdentitiesCmd() *cobra.Command {
 		Short: "Load the identity directory (which ids belong to which user)",
 		Long: `identities feeds the identity directory that resolves the user_ids, aliases
 and device_ids of cohort changes to users.`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		Args: subcommandArgs,
+		RunE: helpOnly,
+		// Cobra sets its default distance on the root command only.
+		SuggestionsMinimumDistance: 2,
 	}
 	f := &identitiesFlags{}
 	load := &cobra.Command{
@@ -70,7 +73,7 @@ embedded default that only works while no server holds the data directory.`,
 
 func (c *cli) loadIdentities(cmd *cobra.Command, f *identitiesFlags, path string) error {
 	if !keys.ValidWorkspace(f.workspace) {
-		return &usageError{fmt.Errorf("--workspace %q: must be 1-63 lowercase letters, digits, '_' or '-'", f.workspace)}
+		return &usageError{fmt.Errorf("--%s", adminauth.WorkspaceProblem(f.workspace))}
 	}
 	cfg, err := c.loadConfig(cmd)
 	if err != nil {

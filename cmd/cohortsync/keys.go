@@ -43,8 +43,10 @@ With --server it calls the admin API of a running cohortsync (token from --token
 or COHORTSYNC_ADMIN_TOKEN). Without it, it opens the data directory (or the
 configured Kafka) directly; on the embedded default that only works while no
 server holds the data directory.`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		Args: subcommandArgs,
+		RunE: helpOnly,
+		// Cobra sets its default distance on the root command only.
+		SuggestionsMinimumDistance: 2,
 	}
 	pf := cmd.PersistentFlags()
 	// Without --server the commands open the key store on Kafka themselves.

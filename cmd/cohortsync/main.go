@@ -106,20 +106,8 @@ import API and lands every accepted request durably in Kafka; without
 Configuration comes from a YAML file (--config), COHORTSYNC_* environment
 variables and flags, each overriding the one before; 'cohortsync config
 validate' checks it and 'cohortsync config print --redact' shows it.`,
-		// Without Args, cobra would answer an unknown command with help and exit 0.
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return nil
-			}
-			msg := fmt.Sprintf("unknown command %q", args[0])
-			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-				msg += "; did you mean " + strings.Join(s, " or ") + "?"
-			}
-			return &usageError{errors.New(msg)}
-		},
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cmd.Help()
-		},
+		Args: subcommandArgs,
+		RunE: helpOnly,
 		// execute prints errors; cobra would print them a second time, with
 		// the whole usage text after a configuration problem.
 		SilenceErrors: true,
@@ -162,6 +150,26 @@ func (c *cli) loadConfig(cmd *cobra.Command) (config.Config, error) {
 	}
 	return cfg, nil
 }
+
+// subcommandArgs is the Args of a command that only groups subcommands:
+// without it cobra answers a misspelt subcommand with help and exit 0, and a
+// script takes the typo for success.
+func subcommandArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q", args[0])
+	if cmd.HasParent() {
+		msg += " for " + cmd.CommandPath()
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return &usageError{errors.New(msg)}
+}
+
+// helpOnly is the RunE of a command that only groups subcommands.
+func helpOnly(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 
 // noArgs rejects positional arguments as a usage error.
 func noArgs(cmd *cobra.Command, args []string) error {

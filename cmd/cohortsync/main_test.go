@@ -84,6 +84,8 @@ func TestUsageErrors(t *testing.T) {
 		{"argument to serve", []string{"serve", "extra"}, "cohortsync serve takes no arguments", "cohortsync serve --help"},
 		{"bad flag value of a subcommand", []string{"snapshot", "--cohort", "x"}, "want PARTNER/COHORT_ID", "cohortsync snapshot --help"},
 		{"nested command", []string{"parquet", "compact", "extra"}, "takes no arguments", "cohortsync parquet compact --help"},
+		{"misspelt subcommand", []string{"parquet", "compcat"}, `unknown command "compcat" for cohortsync parquet; did you mean compact?`, "cohortsync parquet --help"},
+		{"misspelt key command", []string{"keys", "lsit"}, `unknown command "lsit" for cohortsync keys; did you mean list?`, "cohortsync keys --help"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,7 +16,10 @@ func (c *cli) newParquetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "parquet",
 		Short: "Maintain the Parquet trees under DATA_DIR/parquet",
-		Args:  noArgs,
+		Args:  subcommandArgs,
+		RunE:  helpOnly,
+		// Cobra sets its default distance on the root command only.
+		SuggestionsMinimumDistance: 2,
 	}
 	cmd.AddCommand(c.newParquetCompactCmd())
 	return cmd

@@ -124,8 +124,10 @@ membership such as {"and":[{"cohort":{"partner":"mixpanel","id":"A"}},{"not":{"c
 
 --filter takes the JSON itself, @FILE or @- for standard input. --as-of asks
 for membership at an earlier instant (RFC 3339).`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		Args: subcommandArgs,
+		RunE: helpOnly,
+		// Cobra sets its default distance on the root command only.
+		SuggestionsMinimumDistance: 2,
 	}
 	f.bind(cmd.PersistentFlags(), 2*time.Minute)
 

@@ -18,8 +18,10 @@ func (c *cli) newTokensCmd() *cobra.Command {
 		Long: `tokens mints tokens limited to one workspace. Only the global admin token
 may mint them. A workspace token reaches that workspace's segments, cohorts,
 data points, identities and keys, and gets 404 for any other workspace.`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		Args: subcommandArgs,
+		RunE: helpOnly,
+		// Cobra sets its default distance on the root command only.
+		SuggestionsMinimumDistance: 2,
 	}
 	f.bind(cmd.PersistentFlags(), 30*time.Second)
 	var format string
@@ -32,7 +34,7 @@ data points, identities and keys, and gets 404 for any other workspace.`,
 				return &usageError{fmt.Errorf("--format %q: want text or json", format)}
 			}
 			if !adminauth.ValidWorkspace(f.workspace) {
-				return &usageError{fmt.Errorf("--workspace %q must be 1-63 lowercase letters, digits, '_' or '-'", f.workspace)}
+				return &usageError{fmt.Errorf("--%s", adminauth.WorkspaceProblem(f.workspace))}
 			}
 			server, token, err := f.resolve(c)
 			if err != nil {

@@ -58,6 +58,10 @@ func (a *API) land(w http.ResponseWriter, r *http.Request) {
 		adminauth.WriteRefusal(w, d)
 		return
 	}
+	if msg := adminauth.WorkspaceProblem(ws); msg != "" {
+		httpjson.Error(w, http.StatusBadRequest, msg)
+		return
+	}
 	dryRun := r.URL.Query().Get("dry_run") == "true"
 	envs, msg := readEnvelopes(http.MaxBytesReader(w, r.Body, MaxRequestBytes), ws)
 	if msg != "" {

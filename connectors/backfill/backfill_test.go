@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -251,6 +252,14 @@ func TestRemoteThroughAPI(t *testing.T) {
 	}
 	if _, err := bad.Land(ctx, envs, false); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("wrong token: %v, want a 401", err)
+	}
+	// A workspace name no store takes is refused before anything is read.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/workspaces/Not%20Valid/backfill", strings.NewReader(""))
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("invalid workspace: %v %v, want 400", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	remote, err := backfill.NewRemote(srv.URL, token, nil)
 	if err != nil {

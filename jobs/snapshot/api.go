@@ -55,6 +55,10 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request) {
 		adminauth.WriteRefusal(w, d)
 		return
 	}
+	if msg := adminauth.WorkspaceProblem(ws); msg != "" {
+		httpjson.Error(w, http.StatusBadRequest, msg)
+		return
+	}
 	sel := Selection{Workspace: ws}
 	if c := r.URL.Query().Get("cohort"); c != "" {
 		partner, id, ok := strings.Cut(c, "/")

@@ -154,7 +154,7 @@ func (a *API) handle(r httproute.Router, pattern, route string, h func(http.Resp
 			return
 		}
 		if !adminauth.ValidWorkspace(ws) {
-			writeError(sw, http.StatusBadRequest, fmt.Sprintf("workspace %q must be 1-63 lowercase letters, digits, '_' or '-'", httpjson.Truncate(ws)))
+			writeError(sw, http.StatusBadRequest, adminauth.WorkspaceProblem(ws))
 			return
 		}
 		h(sw, req, ws)

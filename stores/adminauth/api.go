@@ -79,8 +79,8 @@ func (a *TokenAPI) mint(w http.ResponseWriter, r *http.Request) {
 		WriteRefusal(w, d)
 		return
 	}
-	if !ValidWorkspace(ws) {
-		httpjson.Error(w, http.StatusBadRequest, fmt.Sprintf("workspace %q must match %s", truncate(ws), workspacePattern))
+	if msg := WorkspaceProblem(ws); msg != "" {
+		httpjson.Error(w, http.StatusBadRequest, msg)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), mintTimeout)

@@ -34,6 +34,15 @@ var workspacePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 // ValidWorkspace reports whether name is a workspace name.
 func ValidWorkspace(name string) bool { return workspacePattern.MatchString(name) }
 
+// WorkspaceProblem is the one wording, for every API and command, of why a
+// workspace name is refused; "" when it is valid.
+func WorkspaceProblem(name string) string {
+	if ValidWorkspace(name) {
+		return ""
+	}
+	return fmt.Sprintf("workspace %q must be 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit", truncate(name))
+}
+
 // A workspace token is "cst_<16 hex id>_<43 base64url chars>": the id lets
 // the store find the record without comparing against every hash.
 const tokenIDLen = 16

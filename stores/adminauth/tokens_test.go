@@ -198,7 +198,7 @@ func TestTokenAPI(t *testing.T) {
 		{"wrong token", globalToken + "x", "acme", 401, adminauth.UnauthenticatedMessage},
 		{"workspace token, own workspace", created.Token, "acme", 403, adminauth.OnlyAdminMintsMessage},
 		{"workspace token, other workspace", created.Token, "beta", 404, adminauth.NotFoundMessage},
-		{"global, invalid workspace", globalToken, "Not%20Valid", 400, "must match"},
+		{"global, invalid workspace", globalToken, "Not%20Valid", 400, "must be 1-63 lowercase letters"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

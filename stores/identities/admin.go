@@ -13,7 +13,6 @@ import (
 	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/stores/adminauth"
-	"github.com/cohortsync/cohortsync/stores/keys"
 )
 
 // LoadResponse is the answer to POST /v1/workspaces/{workspace}/identities.
@@ -79,8 +78,8 @@ func (a *AdminAPI) load(w http.ResponseWriter, r *http.Request) {
 		adminauth.WriteRefusal(w, d)
 		return
 	}
-	if !keys.ValidWorkspace(ws) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("workspace %q must be 1-63 lowercase letters, digits, '_' or '-'", truncate(ws)))
+	if msg := adminauth.WorkspaceProblem(ws); msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
 		return
 	}
 	tooLarge := fmt.Sprintf("request body larger than %d bytes: split the records over several requests (cohortsync identities load does)", a.maxBody)

@@ -112,7 +112,7 @@ func (a *AdminAPI) guard(h func(http.ResponseWriter, *http.Request, string)) htt
 			return
 		}
 		if !ValidWorkspace(ws) {
-			httpjson.Error(w, http.StatusBadRequest, fmt.Sprintf("workspace %q must match %s", httpjson.Truncate(ws), namePattern))
+			httpjson.Error(w, http.StatusBadRequest, adminauth.WorkspaceProblem(ws))
 			return
 		}
 		h(w, r, ws)
