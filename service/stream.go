@@ -85,9 +85,10 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	s := &Stream{done: make(chan struct{})}
 	fail := func(err error) (*Stream, error) { return nil, errors.Join(err, s.close()) }
 
-	dirCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	dir, err := identities.Open(dirCtx, core.Kafka, identities.DefaultConfig(cfg.DataDir), identities.Options{Logger: log, Registerer: reg})
+	// No deadline on the catch-up as a whole: a large directory takes as
+	// long as it takes while it makes progress (identities.Config.CatchUpStall
+	// bounds a stuck one), and ctx ends it on shutdown.
+	dir, err := identities.Open(ctx, core.Kafka, identities.DefaultConfig(cfg.DataDir), identities.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		return fail(fmt.Errorf("service: identity directory: %w", err))
 	}

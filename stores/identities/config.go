@@ -34,6 +34,10 @@ type Config struct {
 	MaxLineBytes int `yaml:"max_line_bytes"`
 	// LandTimeout bounds the landing of one request or one batch of a load.
 	LandTimeout time.Duration `yaml:"land_timeout"`
+	// CatchUpStall is how long Open's catch-up may go without applying a
+	// record before it fails. A large directory takes as long as it takes
+	// while it makes progress; only a stuck one fails the start.
+	CatchUpStall time.Duration `yaml:"catch_up_stall"`
 }
 
 // DefaultConfig returns the defaults for a data directory.
@@ -46,6 +50,7 @@ func DefaultConfig(dataDir string) Config {
 		MaxBodyBytes: 16 << 20,
 		MaxLineBytes: 64 << 10,
 		LandTimeout:  60 * time.Second,
+		CatchUpStall: 60 * time.Second,
 	}
 }
 
@@ -60,6 +65,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollWait <= 0 {
 		errs = append(errs, fmt.Errorf("poll_wait: %s, must be positive", c.PollWait))
+	}
+	if c.CatchUpStall <= 0 {
+		errs = append(errs, fmt.Errorf("catch_up_stall: %s, must be positive", c.CatchUpStall))
 	}
 	if c.MaxStaleness <= c.PollWait {
 		errs = append(errs, fmt.Errorf("max_staleness: %s, must exceed poll_wait (%s)", c.MaxStaleness, c.PollWait))

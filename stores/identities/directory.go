@@ -144,7 +144,7 @@ func Open(ctx context.Context, client *kafka.Client, cfg Config, opts Options) (
 		d.wg.Add(1)
 		go d.tail(tailCtx, p)
 	}
-	if err := d.waitOffsets(ctx, ends); err != nil {
+	if err := d.waitOffsets(ctx, ends, cfg.CatchUpStall); err != nil {
 		_ = d.Close()
 		return nil, fmt.Errorf("identities: open: catch up with %s: %w", d.topic, err)
 	}
@@ -244,26 +244,46 @@ func (d *Directory) WaitApplied(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("identities: wait applied: %w", err)
 	}
-	if err := d.waitOffsets(ctx, ends); err != nil {
+	if err := d.waitOffsets(ctx, ends, 0); err != nil {
 		return fmt.Errorf("identities: wait applied: %w", err)
 	}
 	return nil
 }
 
-func (d *Directory) waitOffsets(ctx context.Context, ends map[int]int64) error {
+// catchUpReport is how often a long catch-up logs how far it got.
+const catchUpReport = 10 * time.Second
+
+// waitOffsets returns once every partition has applied up to ends. With a
+// positive stall it fails when no record was applied for that long, however
+// long the whole wait takes; ctx bounds it in any case. A long wait logs
+// its progress every catchUpReport.
+func (d *Directory) waitOffsets(ctx context.Context, ends map[int]int64, stall time.Duration) error {
 	for p := range ends {
 		if _, ok := d.parts[p]; !ok {
 			return fmt.Errorf("partition %d of %s is not tailed (added after start?): restart to pick it up", p, d.topic)
 		}
 	}
+	var stalled <-chan time.Time
+	var stallTimer *time.Timer
+	if stall > 0 {
+		stallTimer = time.NewTimer(stall)
+		defer stallTimer.Stop()
+		stalled = stallTimer.C
+	}
+	report := time.NewTicker(catchUpReport)
+	defer report.Stop()
+	started := time.Now()
+	var lastApplied int64 = -1
 	for {
 		d.mu.RLock()
 		behind, closed, ch := -1, d.closed, d.advanced
-		var at, want int64
+		var at, want, applied, total int64
 		for p, end := range ends {
-			if ps := d.parts[p]; ps.next < end {
+			ps := d.parts[p]
+			applied += min(ps.next, end)
+			total += end
+			if ps.next < end && behind < 0 {
 				behind, at, want = p, ps.next, end
-				break
 			}
 		}
 		d.mu.RUnlock()
@@ -273,13 +293,32 @@ func (d *Directory) waitOffsets(ctx context.Context, ends map[int]int64) error {
 		case behind < 0:
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			err := fmt.Errorf("partition %d applied up to %d of %d: %w", behind, at, want, ctx.Err())
+		if applied > lastApplied && stallTimer != nil {
+			// Progress: the stall clock starts again.
+			if !stallTimer.Stop() {
+				select {
+				case <-stallTimer.C:
+				default:
+				}
+			}
+			stallTimer.Reset(stall)
+		}
+		lastApplied = applied
+		fail := func(cause error) error {
+			err := fmt.Errorf("partition %d applied up to %d of %d: %w", behind, at, want, cause)
 			if last := d.lastError(); last != nil {
 				err = fmt.Errorf("%w (last tail error: %v)", err, last)
 			}
 			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		case <-stalled:
+			return fail(fmt.Errorf("no record applied for %s", stall))
+		case <-report.C:
+			elapsed := time.Since(started)
+			d.log.InfoContext(ctx, "catching up", "applied", applied, "of", total, "per_s", float64(applied)/elapsed.Seconds(), "elapsed", elapsed.Round(time.Second))
 		case <-d.done:
 			return ErrClosed
 		case <-ch:

@@ -2,6 +2,7 @@ package identities
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -250,5 +251,75 @@ func TestDirectoryRebuildsWhatTheTopicNoLongerHas(t *testing.T) {
 	}
 	if !strings.Contains(d.logs.String(), "rebuilding it") || !strings.Contains(d.logs.String(), "no longer has") {
 		t.Errorf("rebuild not logged:\n%s", d.logs.String())
+	}
+}
+
+// TestCatchUpFailsOnlyWhenStalled: the catch-up is bounded by time without
+// progress, not by its length. Offsets that keep arriving are waited for
+// well past the stall window; offsets that never arrive fail after it.
+func TestCatchUpFailsOnlyWhenStalled(t *testing.T) {
+	t.Parallel()
+	client := newTestClient(t)
+	d := openDir(t, client, dirPath(t))
+	ctx := testkit.Context(t, 30*time.Second)
+	ends, err := d.partitionEnds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const records, every, stall = 20, 50 * time.Millisecond, time.Second
+	// Every record is keyed to one user, so all go to one partition.
+	var part int
+	for p := range ends {
+		part = p
+		break
+	}
+	want := map[int]int64{}
+	for p, end := range ends {
+		want[p] = end
+	}
+	w := client.Writer(client.Config().Topics.Identities)
+	t.Cleanup(func() { _ = w.Close() })
+	if err := w.WriteMessages(ctx, kafkaMessage("acme/probe", `{"user_id":"probe","external_id":"probe"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WaitApplied(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.partitionEnds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range got {
+		if got[p] > ends[p] {
+			part = p
+		}
+	}
+	want[part] = got[part] + records
+	go func() {
+		for i := range records {
+			time.Sleep(every)
+			line := fmt.Sprintf(`{"user_id":"probe","external_id":"probe-%d"}`, i)
+			if err := w.WriteMessages(ctx, kafkaMessage("acme/probe", line)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	if err := d.waitOffsets(ctx, want, stall/4); err != nil {
+		t.Fatalf("a catch-up that makes progress failed after %s: %v", time.Since(start), err)
+	}
+	if took := time.Since(start); took < stall/4 {
+		t.Fatalf("the wait took %s, not longer than the stall window: the test proves nothing", took)
+	}
+
+	want[part] += 5 // offsets nobody writes
+	start = time.Now()
+	err = d.waitOffsets(ctx, want, stall)
+	if err == nil || !strings.Contains(err.Error(), "no record applied for 1s") {
+		t.Fatalf("a stalled catch-up: %v, want it to fail for lack of progress", err)
+	}
+	if took := time.Since(start); took < stall || took > 10*stall {
+		t.Errorf("the stalled catch-up failed after %s, want about %s", took, stall)
 	}
 }
