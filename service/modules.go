@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 
 	"github.com/cohortsync/cohortsync/internal/httproute"
 )
@@ -32,17 +33,31 @@ type module struct {
 	close func() error
 }
 
-// modules is the list Run builds, in start order.
+// modules is the list Run builds, in start order. The modules over the
+// stream's state are added while the server already answers health checks,
+// so the list is guarded.
 type modules struct {
+	mu   sync.Mutex
 	list []module
 	log  *slog.Logger
 }
 
-func (m *modules) add(mod module) { m.list = append(m.list, mod) }
+func (m *modules) add(mod module) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.list = append(m.list, mod)
+}
+
+// snapshot is the list as it is now; checks and closes run outside the lock.
+func (m *modules) snapshot() []module {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.list)
+}
 
 // register hands every module's routes to r, in start order.
 func (m *modules) register(r httproute.Router) {
-	for _, mod := range m.list {
+	for _, mod := range m.snapshot() {
 		if mod.routes != nil {
 			mod.routes(r)
 		}
@@ -54,7 +69,7 @@ func (m *modules) register(r httproute.Router) {
 // debug level with its reason.
 func (m *modules) failing(ctx context.Context, ingest bool) []string {
 	var out []string
-	for _, mod := range m.list {
+	for _, mod := range m.snapshot() {
 		if mod.ready == nil || mod.ingest != ingest {
 			continue
 		}
@@ -71,7 +86,7 @@ func (m *modules) failing(ctx context.Context, ingest bool) []string {
 // Kafka), logging and returning every failure.
 func (m *modules) close() error {
 	var errs []error
-	for _, mod := range slices.Backward(m.list) {
+	for _, mod := range slices.Backward(m.snapshot()) {
 		if mod.close == nil {
 			continue
 		}

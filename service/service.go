@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -22,8 +23,10 @@ import (
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/connectors/backfill"
 	"github.com/cohortsync/cohortsync/connectors/partnerapi"
+	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"github.com/cohortsync/cohortsync/internal/httproute"
 	"github.com/cohortsync/cohortsync/jobs/snapshot"
+	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/stores/adminauth"
 	"github.com/cohortsync/cohortsync/stores/identities"
 	"github.com/cohortsync/cohortsync/stores/keys"
@@ -36,7 +39,12 @@ const FirstWorkspace = "default"
 type Options struct {
 	// Out receives the one-time first-start banner (secrets), never the logs.
 	Out io.Writer
-	// Ready, when set, is called with the HTTP address once requests are accepted.
+	// Ingesting, when set, is called with the HTTP address once partner
+	// requests are taken, before the stream starts; the stream waits for it
+	// to return.
+	Ingesting func(addr string)
+	// Ready, when set, is called with the HTTP address once every API
+	// answers: the stream has caught up with the identity directory.
 	Ready func(addr string)
 	// DebugReady, when set, is called with the bound address of the
 	// profiles listener (debug_addr), before the API listens.
@@ -91,95 +99,30 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return err
 	}
 
-	st, err := startStream(ctx, cfg, core, log, reg, StreamOptions{})
-	if err != nil {
-		return err
-	}
-	mods.add(module{name: "stream", ready: func(context.Context) error { return st.Healthy() }, close: st.Stop})
-
-	lander := core.Kafka.NewLander(core.Kafka.Config().Topics.Exports)
-	api, err := partnerapi.New(partnerapi.Options{
-		Config:     partnerAPIConfig(cfg),
-		Partners:   creds.partners,
-		Verifier:   secretVerifier{core.Keys},
-		KeysFresh:  core.Keys.Healthy,
-		Lander:     lander,
-		Logger:     log,
-		Registerer: reg,
+	// Ingest first: the partner API needs Kafka and the keys only, so it
+	// listens before the stream has caught up with the identity directory,
+	// which takes minutes for millions of users. The stream module stands
+	// in its place from here, "starting" until the stream runs.
+	var stream atomic.Pointer[Stream]
+	mods.add(module{
+		name: "stream",
+		ready: func(context.Context) error {
+			if st := stream.Load(); st != nil {
+				return st.Healthy()
+			}
+			return errors.New("starting: catching up with the identity directory")
+		},
+		close: func() error {
+			if st := stream.Load(); st != nil {
+				return st.Stop()
+			}
+			return nil
+		},
 	})
-	if err != nil {
-		return errors.Join(fmt.Errorf("service: partner api: %w", err), lander.Close())
-	}
-	mods.add(module{name: "partner api", routes: api.Register, close: lander.Close})
-
-	tokens, err := adminauth.OpenTokenStore(ctx, core.Kafka, adminauth.TokenStoreOptions{Logger: log, Registerer: reg})
-	if err != nil {
-		return fmt.Errorf("service: workspace tokens: %w", err)
-	}
-	mods.add(module{name: "workspace tokens", close: tokens.Close, ready: func(context.Context) error {
-		if err := tokens.Healthy(); err != nil {
-			return fmt.Errorf("workspace tokens: %w", err)
-		}
-		return nil
-	}})
-	// Local commands (a backfill on the same --data-dir) work through this
-	// server with a token of this start's own, found in LocalServerFile.
-	localToken, err := adminauth.GenerateToken()
-	if err != nil {
-		return fmt.Errorf("service: local token: %w", err)
-	}
-	localAdmin, err := adminauth.NewAdminToken(localToken)
-	if err != nil {
-		return fmt.Errorf("service: local token: %w", err)
-	}
-	auth, err := adminauth.NewScoped(creds.admin, tokens, localAdmin)
-	if err != nil {
-		return fmt.Errorf("service: authorizer: %w", err)
-	}
-	tokAPI, err := adminauth.NewTokenAPI(tokens, auth, log)
-	if err != nil {
-		return fmt.Errorf("service: token api: %w", err)
-	}
-	mods.add(module{name: "token api", routes: tokAPI.Register})
-	admin, err := keys.NewAdminAPI(core.Keys, auth, func(name string) bool { _, ok := creds.partners[name]; return ok }, log)
-	if err != nil {
-		return fmt.Errorf("service: admin api: %w", err)
-	}
-	mods.add(module{name: "keys api", routes: admin.Register})
-	idCfg := identities.DefaultConfig(cfg.DataDir)
-	loader, err := identities.NewLoader(core.Kafka, idCfg, reg)
-	if err != nil {
-		return fmt.Errorf("service: identities loader: %w", err)
-	}
-	idAPI, err := identities.NewAdminAPI(loader, auth, idCfg, log)
-	if err != nil {
-		return fmt.Errorf("service: identities api: %w", err)
-	}
-	mods.add(module{name: "identities api", routes: idAPI.Register})
-	snapAPI, err := snapshot.NewAPI(st.Snapshots(), auth, log)
-	if err != nil {
-		return fmt.Errorf("service: snapshot api: %w", err)
-	}
-	mods.add(module{name: "snapshot api", routes: snapAPI.Register})
-	bfDest, err := BackfillDestination(cfg, st.Directory(), lander, log)
+	in, err := startIngest(ctx, cfg, core, creds, mods, log, reg)
 	if err != nil {
 		return err
 	}
-	bfAPI, err := backfill.NewAPI(bfDest, auth, log)
-	if err != nil {
-		return fmt.Errorf("service: backfill api: %w", err)
-	}
-	mods.add(module{name: "backfill api", routes: bfAPI.Register})
-	segAPI, err := openSegments(ctx, cfg, core, st, auth, log, reg)
-	if err != nil {
-		return err
-	}
-	mods.add(module{name: "segments", routes: segAPI.api.Register, close: segAPI.close, ready: func(context.Context) error {
-		if err := segAPI.saved.Healthy(); err != nil {
-			return fmt.Errorf("saved segments: %w", err)
-		}
-		return nil
-	}})
 
 	routes := httproute.NewRecorder()
 	mux := routes.Mux
@@ -214,9 +157,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	routes.HandleFunc("GET /health/pipeline", health(false, "failing: ", " (the log and /metrics say why)"))
 	routes.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	routes.HandleFunc("GET /openapi.json", serveOpenAPI)
-	if opts.Routes != nil {
-		opts.Routes(routes.Patterns())
-	}
+	// The APIs over the stream's state register on a mux of their own once
+	// the stream runs; until then every other /v1/ path answers 503.
+	var later atomic.Pointer[http.ServeMux]
+	routes.Handle("/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m := later.Load(); m != nil {
+			m.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Retry-After", "5")
+		httpjson.Error(w, http.StatusServiceUnavailable, "starting: the stream is catching up with the identity directory; partner requests are taken meanwhile")
+	}))
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -233,12 +184,22 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	addr := ln.Addr().String()
+	shutdown := func() error {
+		// Stop taking requests first; in-flight ones finish landing before Kafka closes.
+		ready.Store(false)
+		log.Info("shutting down", "deadline", cfg.ShutdownTimeout)
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("service: shutdown: %w", err)
+		}
+		return nil
+	}
 	removeLocal, err := writeLocalServer(cfg.DataDir, LocalServer{
-		PID: os.Getpid(), URL: localURL(addr), KafkaBrokers: core.kafkaBrokers(), Token: localToken,
+		PID: os.Getpid(), URL: localURL(addr), KafkaBrokers: core.kafkaBrokers(), Token: in.local,
 	})
 	if err != nil {
-		_ = srv.Close()
-		return err
+		return errors.Join(err, shutdown())
 	}
 	defer func() {
 		if err := removeLocal(); err != nil {
@@ -246,9 +207,32 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 	}()
 	ready.Store(true)
-	log.Info("cohortsync serving", "http_addr", addr, "workspace_of_first_key", FirstWorkspace)
+	log.Info("cohortsync serving: partner requests are taken; the stream starts", "http_addr", addr, "workspace_of_first_key", FirstWorkspace)
 	printServing(opts.Out, localURL(addr), core.kafkaBrokers(), core.Broker != nil, cfg.DataDir)
 	printTryIt(opts.Out, localURL(addr), creds, firstKey)
+	if opts.Ingesting != nil {
+		opts.Ingesting(addr)
+	}
+
+	st, err := startStream(ctx, cfg, core, log, reg, StreamOptions{})
+	if err != nil {
+		if ctx.Err() != nil {
+			// Stopped while the stream was catching up: a normal stop.
+			return shutdown()
+		}
+		return errors.Join(err, shutdown())
+	}
+	stream.Store(st)
+	laterRoutes := httproute.NewRecorder()
+	if err := startStreamAPIs(ctx, cfg, core, st, in, mods, laterRoutes, log, reg); err != nil {
+		return errors.Join(err, shutdown())
+	}
+	later.Store(laterRoutes.Mux)
+	log.Info("stream running: every API answers")
+	if opts.Routes != nil {
+		patterns := slices.DeleteFunc(routes.Patterns(), func(p string) bool { return p == "/v1/" })
+		opts.Routes(append(patterns, laterRoutes.Patterns()...))
+	}
 	if opts.Ready != nil {
 		opts.Ready(addr)
 	}
@@ -258,13 +242,117 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return fmt.Errorf("service: http server: %w", err)
 	case <-ctx.Done():
 	}
-	// Stop taking requests first; in-flight ones finish landing before Kafka closes.
-	ready.Store(false)
-	log.Info("shutting down", "deadline", cfg.ShutdownTimeout)
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("service: shutdown: %w", err)
+	return shutdown()
+}
+
+// ingest is what the ingest modules hand on: the authorizer of the admin
+// routes, the token of this start that local commands find in
+// LocalServerFile, and the lander of the landing topic.
+type ingest struct {
+	scoped *adminauth.Scoped
+	local  string
+	lander *kafka.Lander
+}
+
+// startIngest adds the modules partner requests and the admin API of keys,
+// tokens and identities need: none of them reads the stream's state.
+func startIngest(ctx context.Context, cfg config.Config, core *Core, creds credentials, mods *modules, log *slog.Logger, reg *prometheus.Registry) (ingest, error) {
+	lander := core.Kafka.NewLander(core.Kafka.Config().Topics.Exports)
+	api, err := partnerapi.New(partnerapi.Options{
+		Config:     partnerAPIConfig(cfg),
+		Partners:   creds.partners,
+		Verifier:   secretVerifier{core.Keys},
+		KeysFresh:  core.Keys.Healthy,
+		Lander:     lander,
+		Logger:     log,
+		Registerer: reg,
+	})
+	if err != nil {
+		return ingest{}, errors.Join(fmt.Errorf("service: partner api: %w", err), lander.Close())
+	}
+	mods.add(module{name: "partner api", routes: api.Register, close: lander.Close})
+
+	tokens, err := adminauth.OpenTokenStore(ctx, core.Kafka, adminauth.TokenStoreOptions{Logger: log, Registerer: reg})
+	if err != nil {
+		return ingest{}, fmt.Errorf("service: workspace tokens: %w", err)
+	}
+	mods.add(module{name: "workspace tokens", close: tokens.Close, ready: func(context.Context) error {
+		if err := tokens.Healthy(); err != nil {
+			return fmt.Errorf("workspace tokens: %w", err)
+		}
+		return nil
+	}})
+	// Local commands (a backfill on the same --data-dir) work through this
+	// server with a token of this start's own, found in LocalServerFile.
+	local, err := adminauth.GenerateToken()
+	if err != nil {
+		return ingest{}, fmt.Errorf("service: local token: %w", err)
+	}
+	localAdmin, err := adminauth.NewAdminToken(local)
+	if err != nil {
+		return ingest{}, fmt.Errorf("service: local token: %w", err)
+	}
+	auth, err := adminauth.NewScoped(creds.admin, tokens, localAdmin)
+	if err != nil {
+		return ingest{}, fmt.Errorf("service: authorizer: %w", err)
+	}
+	tokAPI, err := adminauth.NewTokenAPI(tokens, auth, log)
+	if err != nil {
+		return ingest{}, fmt.Errorf("service: token api: %w", err)
+	}
+	mods.add(module{name: "token api", routes: tokAPI.Register})
+	admin, err := keys.NewAdminAPI(core.Keys, auth, func(name string) bool { _, ok := creds.partners[name]; return ok }, log)
+	if err != nil {
+		return ingest{}, fmt.Errorf("service: admin api: %w", err)
+	}
+	mods.add(module{name: "keys api", routes: admin.Register})
+	idCfg := identities.DefaultConfig(cfg.DataDir)
+	loader, err := identities.NewLoader(core.Kafka, idCfg, reg)
+	if err != nil {
+		return ingest{}, fmt.Errorf("service: identities loader: %w", err)
+	}
+	idAPI, err := identities.NewAdminAPI(loader, auth, idCfg, log)
+	if err != nil {
+		return ingest{}, fmt.Errorf("service: identities api: %w", err)
+	}
+	mods.add(module{name: "identities api", routes: idAPI.Register})
+	return ingest{scoped: auth, local: local, lander: lander}, nil
+}
+
+// startStreamAPIs adds the modules over the stream's state (snapshots,
+// backfill, segments and data points) and registers their routes on r.
+func startStreamAPIs(ctx context.Context, cfg config.Config, core *Core, st *Stream, in ingest, mods *modules, r *httproute.Recorder, log *slog.Logger, reg *prometheus.Registry) error {
+	auth := in.scoped
+	var added []module
+	add := func(m module) { added = append(added, m); mods.add(m) }
+	snapAPI, err := snapshot.NewAPI(st.Snapshots(), auth, log)
+	if err != nil {
+		return fmt.Errorf("service: snapshot api: %w", err)
+	}
+	add(module{name: "snapshot api", routes: snapAPI.Register})
+	bfDest, err := BackfillDestination(cfg, st.Directory(), in.lander, log)
+	if err != nil {
+		return err
+	}
+	bfAPI, err := backfill.NewAPI(bfDest, auth, log)
+	if err != nil {
+		return fmt.Errorf("service: backfill api: %w", err)
+	}
+	add(module{name: "backfill api", routes: bfAPI.Register})
+	segAPI, err := openSegments(ctx, cfg, core, st, auth, log, reg)
+	if err != nil {
+		return err
+	}
+	add(module{name: "segments", routes: segAPI.api.Register, close: segAPI.close, ready: func(context.Context) error {
+		if err := segAPI.saved.Healthy(); err != nil {
+			return fmt.Errorf("saved segments: %w", err)
+		}
+		return nil
+	}})
+	for _, m := range added {
+		if m.routes != nil {
+			m.routes(r)
+		}
 	}
 	return nil
 }

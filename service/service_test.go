@@ -412,3 +412,104 @@ func TestBannerStepsMakeTheCohortAppear(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestPartnerRequestsAreTakenBeforeTheStreamRuns: the partner API and
+// /readyz answer while the stream is still starting (here held at the
+// Ingesting hook, as a long identity catch-up holds it), the APIs over the
+// stream's state answer 503 with Retry-After meanwhile, and once the
+// stream runs the change taken before is applied.
+func TestPartnerRequestsAreTakenBeforeTheStreamRuns(t *testing.T) {
+	t.Parallel()
+	const admin = "cst_ingest-before-stream-admin"
+	cfg := config.Default()
+	cfg.Embedded.KafkaAddr = "127.0.0.1:0" // tests run in parallel: any free port
+	cfg.DataDir, cfg.HTTPAddr, cfg.AdminToken = t.TempDir(), "127.0.0.1:0", admin
+	cfg.Kafka.Partitions = 2
+	out := &testkit.SyncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	ingesting, release, ready, done := make(chan string, 1), make(chan struct{}), make(chan string, 1), make(chan error, 1)
+	go func() {
+		done <- service.Run(ctx, cfg, slog.New(slog.DiscardHandler), service.Options{
+			Out:       out,
+			Ingesting: func(a string) { ingesting <- a; <-release },
+			Ready:     func(a string) { ready <- a },
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("service did not stop")
+		}
+	})
+	var addr string
+	select {
+	case addr = <-ingesting:
+	case err := <-done:
+		t.Fatalf("service: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the partner API never listened")
+	}
+	base := "http://" + addr
+	get := func(path string) (int, string, http.Header) {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+admin)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	if code, body, _ := get("/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz while the stream starts: %d %s, want 200: partner requests are taken", code, body)
+	}
+	if code, body, _ := get("/health/pipeline"); code != http.StatusServiceUnavailable || !strings.Contains(body, "stream") {
+		t.Errorf("/health/pipeline while the stream starts: %d %s, want 503 naming the stream", code, body)
+	}
+	if code, body, h := get("/v1/workspaces/default/cohorts"); code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(body, "starting") {
+		t.Errorf("cohorts while the stream starts: %d %s (Retry-After %q), want 503 starting", code, body, h.Get("Retry-After"))
+	}
+	if code, resp := post(t, base+"/v1/workspaces/default/identities", "application/x-ndjson", admin, "{\"user_id\":\"u1\",\"external_id\":\"e1\"}\n"); code != http.StatusOK {
+		t.Fatalf("identities while the stream starts: %d %s", code, resp)
+	}
+	m := curlLine.FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no curl line:\n%s", out.String())
+	}
+	var first map[string]any
+	if err := json.Unmarshal([]byte(m[2]), &first); err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf(`{"partner_api_key":%q,"client_secret":%q,"cohort_id":"early","cohort_changes":[{"user_ids":["e1"]}]}`, first["partner_api_key"], first["client_secret"])
+	if code, resp := post(t, base+"/partners/mixpanel/cohorts/users", "application/json", "", body); code != http.StatusCreated {
+		t.Fatalf("partner push while the stream starts: %d %s", code, resp)
+	}
+
+	close(release)
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("service: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the stream never ran")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, resp, _ := get("/v1/workspaces/default/cohorts")
+		if code == http.StatusOK && strings.Contains(resp, `"cohort_id":"early"`) && strings.Contains(resp, `"member_count":1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the stream started, cohorts: %d %s, want the early cohort with its member", code, resp)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body, _ := get("/health/pipeline"); code != http.StatusOK {
+		t.Errorf("/health/pipeline once the stream runs: %d %s", code, body)
+	}
+}
