@@ -1,9 +1,14 @@
 package identities
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // feed builds topic messages for Index.Apply, numbering offsets from 0.
@@ -387,5 +392,93 @@ func TestIndexSecondOpenTimesOut(t *testing.T) {
 	_, err := OpenIndex(path, IndexOptions{Topic: "ids", OpenTimeout: 50e6})
 	if err == nil || !strings.Contains(err.Error(), "another process holds it") {
 		t.Errorf("second open: %v", err)
+	}
+}
+
+// dumpIndex returns every key and value of the index's buckets but the
+// offsets, as text, for comparing two indexes.
+func dumpIndex(t *testing.T, x *Index) string {
+	t.Helper()
+	var b strings.Builder
+	err := x.db.View(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketUsers, bucketExt, bucketAlias, bucketDevice} {
+			if err := tx.Bucket(name).ForEach(func(k, v []byte) error {
+				fmt.Fprintf(&b, "%s %q=%q\n", name, k, v)
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestIndexBatchEqualsOneByOne: a batch is collapsed to each user's last
+// message and written in key order; the index it leaves, its users count,
+// its change count and its skipped messages must be exactly those of
+// applying the same messages one at a time, in offset order. Random
+// batches over a few users and shared ids exercise replaced records, ids
+// moving between users, tombstones of present and absent users and
+// invalid messages.
+func TestIndexBatchEqualsOneByOne(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(12) {
+		r := rand.New(rand.NewPCG(seed, 7))
+		f := &feed{t: t}
+		for range 20 + r.IntN(30) {
+			user := fmt.Sprintf("u%d", r.IntN(6))
+			switch n := r.IntN(10); {
+			case n == 0:
+				f.tombstone("acme", user)
+			case n == 1:
+				f.raw("acme/"+user, "not json")
+			default:
+				rec := Record{UserID: user}
+				if r.IntN(2) == 0 {
+					rec.ExternalID = fmt.Sprintf("e%d", r.IntN(4))
+				}
+				for range r.IntN(3) {
+					rec.DeviceIDs = append(rec.DeviceIDs, fmt.Sprintf("d%d", r.IntN(5)))
+				}
+				slices.Sort(rec.DeviceIDs)
+				rec.DeviceIDs = slices.Compact(rec.DeviceIDs)
+				if r.IntN(3) == 0 {
+					rec.Aliases = []Alias{{Name: fmt.Sprintf("a%d", r.IntN(3)), Label: "email"}}
+				}
+				f.put("acme", rec)
+			}
+		}
+		// The same start for both: a first batch applied one by one.
+		split := len(f.msgs) / 3
+		one, batch := openTestIndex(t, ""), openTestIndex(t, "")
+		for _, x := range []*Index{one, batch} {
+			for _, m := range f.msgs[:split] {
+				apply(t, x, 0, []Message{m})
+			}
+		}
+		var oneRecords int
+		var oneSkipped []int64
+		for _, m := range f.msgs[split:] {
+			res := apply(t, one, 0, []Message{m})
+			oneRecords += res.Records
+			for _, s := range res.Skipped {
+				oneSkipped = append(oneSkipped, s.Offset)
+			}
+		}
+		res := apply(t, batch, 0, f.msgs[split:])
+		var batchSkipped []int64
+		for _, s := range res.Skipped {
+			batchSkipped = append(batchSkipped, s.Offset)
+		}
+		if a, b := dumpIndex(t, one), dumpIndex(t, batch); a != b {
+			t.Fatalf("seed %d: the batch left\n%s\none by one left\n%s", seed, b, a)
+		}
+		if res.Records != oneRecords || !slices.Equal(batchSkipped, oneSkipped) {
+			t.Fatalf("seed %d: batch counted %d changes, skipped %v; one by one %d, %v", seed, res.Records, batchSkipped, oneRecords, oneSkipped)
+		}
 	}
 }
