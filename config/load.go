@@ -127,25 +127,36 @@ func yamlFields(t reflect.Type) map[string]yamlField {
 	out := make(map[string]yamlField)
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if !f.IsExported() {
+		name, ok := yamlKey(f)
+		if !ok {
 			continue
 		}
-		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "-" {
-			continue
-		}
-		if slices.Contains(strings.Split(opts, ","), "inline") && f.Type.Kind() == reflect.Struct {
+		if _, opts, _ := strings.Cut(f.Tag.Get("yaml"), ","); slices.Contains(strings.Split(opts, ","), "inline") && f.Type.Kind() == reflect.Struct {
 			for k, sub := range yamlFields(f.Type) {
 				out[k] = yamlField{index: append([]int{i}, sub.index...), typ: sub.typ}
 			}
 			continue
 		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
 		out[name] = yamlField{index: []int{i}, typ: f.Type}
 	}
 	return out
+}
+
+// yamlKey is the key of struct field f in a YAML file: its tag's name, else
+// its lower-cased name; ok is false for a field the file cannot set
+// (unexported, or tagged "-").
+func yamlKey(f reflect.StructField) (name string, ok bool) {
+	if !f.IsExported() {
+		return "", false
+	}
+	name, _, _ = strings.Cut(f.Tag.Get("yaml"), ",")
+	switch name {
+	case "-":
+		return "", false
+	case "":
+		return strings.ToLower(f.Name), true
+	}
+	return name, true
 }
 
 // envField is one scalar setting that an environment variable can set.

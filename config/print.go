@@ -94,16 +94,9 @@ func encodeNode(v reflect.Value, pattern string, redact func(pattern string) boo
 	case t.Kind() == reflect.Struct:
 		n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 		for i := range t.NumField() {
-			f := t.Field(i)
-			if !f.IsExported() {
+			name, ok := yamlKey(t.Field(i))
+			if !ok {
 				continue
-			}
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "-" {
-				continue
-			}
-			if name == "" {
-				name = strings.ToLower(f.Name)
 			}
 			n.Content = append(n.Content, scalar("!!str", name),
 				encodeNode(v.Field(i), joinPath(pattern, name), redact))

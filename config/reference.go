@@ -70,15 +70,9 @@ func walkLevel(t reflect.Type, vals []reflect.Value, keys []string, prefix strin
 	case t.Kind() == reflect.Struct && t != durationType:
 		for i := range t.NumField() {
 			f := t.Field(i)
-			if !f.IsExported() {
+			name, ok := yamlKey(f)
+			if !ok {
 				continue
-			}
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "-" {
-				continue
-			}
-			if name == "" {
-				name = strings.ToLower(f.Name)
 			}
 			sub := make([]reflect.Value, len(vals))
 			for j, v := range vals {

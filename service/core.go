@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,6 +70,10 @@ func OpenCore(ctx context.Context, cfg config.Config, log *slog.Logger, reg prom
 	core.Keys = store
 	return core, nil
 }
+
+// kafkaBrokers is what the Kafka client connects to: the embedded broker's
+// address on the embedded default.
+func (c *Core) kafkaBrokers() []string { return slices.Clone(c.Kafka.Config().Brokers) }
 
 // Close stops the key store, the client and the embedded broker, in that order.
 func (c *Core) Close() error {

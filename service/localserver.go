@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/cohortsync/cohortsync/internal/atomicfile"
 )
@@ -74,9 +73,10 @@ func ReadLocalServer(dataDir string) (ls LocalServer, found bool, err error) {
 }
 
 // HeldBy is called by a command that found dataDir locked (lockErr): it
-// returns the running server to work through instead, or an error that
-// says who holds the directory when no server does.
-func HeldBy(dataDir string, lockErr error) (LocalServer, error) {
+// returns the running server to work through instead, having told the
+// user so on w, or an error that says who holds the directory when no
+// server does.
+func HeldBy(dataDir string, lockErr error, w io.Writer) (LocalServer, error) {
 	ls, found, err := ReadLocalServer(dataDir)
 	if err != nil {
 		return LocalServer{}, errors.Join(lockErr, err)
@@ -84,12 +84,8 @@ func HeldBy(dataDir string, lockErr error) (LocalServer, error) {
 	if !found {
 		return LocalServer{}, fmt.Errorf("%w\nanother cohortsync command holds %s (a backfill, snapshot or parquet compact: a server would have written %s there); run this once it has finished", lockErr, dataDir, LocalServerFile)
 	}
-	return ls, nil
-}
-
-// Announce tells the user the command works through ls, on w.
-func (ls LocalServer) Announce(w io.Writer, dataDir string) {
 	fmt.Fprintf(w, "a running server (pid %d) holds %s: working through it at %s\n", ls.PID, dataDir, ls.URL)
+	return ls, nil
 }
 
 // localURL is the base URL a client on this machine reaches a listener on
@@ -107,6 +103,3 @@ func localURL(addr string) string {
 	}
 	return "http://" + net.JoinHostPort(host, port)
 }
-
-// kafkaBrokers is what the server's Kafka client connects to.
-func (c *Core) kafkaBrokers() []string { return slices.Clone(c.Kafka.Config().Brokers) }

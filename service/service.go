@@ -334,6 +334,11 @@ func startStreamAPIs(ctx context.Context, cfg config.Config, core *Core, st *Str
 	if err != nil {
 		return err
 	}
+	// Requests arrive over time, with identity loads between them: each
+	// batch is counted once the directory has applied every identity landed
+	// before it, so a dry run right after `identities load` does not call
+	// the new users unknown. A local backfill waits once, at its start.
+	bfDest.CaughtUp = st.Directory().WaitApplied
 	bfAPI, err := backfill.NewAPI(bfDest, auth, log)
 	if err != nil {
 		return fmt.Errorf("service: backfill api: %w", err)

@@ -43,37 +43,41 @@ func startWith(t *testing.T, cfg config.Config) running {
 	cfg.Kafka.Partitions = 3
 	out, logs := &testkit.SyncBuffer{}, &testkit.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- service.Run(ctx, cfg, log, service.Options{Out: out, Ready: func(a string) { ready <- a }})
-	}()
+	done, stop := launch(t, cfg, log, service.Options{Out: out, Ready: func(a string) { ready <- a }})
 	select {
 	case addr := <-ready:
-		var once sync.Once
-		var stopErr error
-		stop := func() error {
-			once.Do(func() {
-				cancel()
-				select {
-				case stopErr = <-done:
-				case <-time.After(30 * time.Second):
-					stopErr = fmt.Errorf("service did not stop")
-				}
-			})
-			return stopErr
-		}
-		t.Cleanup(func() { _ = stop() })
 		return running{addr: addr, out: out, logs: logs, stop: stop}
 	case err := <-done:
-		cancel()
 		t.Fatalf("service stopped before it was ready: %v\n%s", err, logs.String())
 	case <-time.After(30 * time.Second):
-		cancel()
 		t.Fatalf("service not ready in time\n%s", logs.String())
 	}
 	return running{}
+}
+
+// launch runs the service in the background until stop or the end of the
+// test; done receives what Run returned, unless stop took it.
+func launch(t *testing.T, cfg config.Config, log *slog.Logger, opts service.Options) (done <-chan error, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() { result <- service.Run(ctx, cfg, log, opts) }()
+	var once sync.Once
+	var stopErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case stopErr = <-result:
+			case <-time.After(30 * time.Second):
+				stopErr = fmt.Errorf("service did not stop")
+			}
+		})
+		return stopErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return result, stop
 }
 
 var (
@@ -426,23 +430,16 @@ func TestPartnerRequestsAreTakenBeforeTheStreamRuns(t *testing.T) {
 	cfg.DataDir, cfg.HTTPAddr, cfg.AdminToken = t.TempDir(), "127.0.0.1:0", admin
 	cfg.Kafka.Partitions = 2
 	out := &testkit.SyncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	ingesting, release, ready, done := make(chan string, 1), make(chan struct{}), make(chan string, 1), make(chan error, 1)
-	go func() {
-		done <- service.Run(ctx, cfg, slog.New(slog.DiscardHandler), service.Options{
-			Out:       out,
-			Ingesting: func(a string) { ingesting <- a; <-release },
-			Ready:     func(a string) { ready <- a },
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("service did not stop")
-		}
+	ingesting, release, ready := make(chan string, 1), make(chan struct{}), make(chan string, 1)
+	done, _ := launch(t, cfg, slog.New(slog.DiscardHandler), service.Options{
+		Out:       out,
+		Ingesting: func(a string) { ingesting <- a; <-release },
+		Ready:     func(a string) { ready <- a },
 	})
+	var releaseOnce sync.Once
+	letStreamStart := func() { releaseOnce.Do(func() { close(release) }) }
+	// A test that fails while the stream is held must still let Run stop.
+	t.Cleanup(letStreamStart)
 	var addr string
 	select {
 	case addr = <-ingesting:
@@ -490,7 +487,7 @@ func TestPartnerRequestsAreTakenBeforeTheStreamRuns(t *testing.T) {
 		t.Fatalf("partner push while the stream starts: %d %s", code, resp)
 	}
 
-	close(release)
+	letStreamStart()
 	select {
 	case <-ready:
 	case err := <-done:

@@ -238,15 +238,5 @@ func BackfillDestination(cfg config.Config, dir identity.Lookups, lander backfil
 	if err != nil {
 		return nil, err
 	}
-	dest := &backfill.Local{
-		Lander: lander, Transforms: transforms, Resolver: resolver,
-		MaxRecordBytes: cfg.Kafka.MaxMessageBytes - 4096,
-	}
-	if d, ok := dir.(interface{ WaitApplied(context.Context) error }); ok {
-		// A directory fed by a topic: identities loaded before a batch are
-		// counted with it, so a dry run right after `identities load` does
-		// not call their users unknown.
-		dest.CaughtUp = d.WaitApplied
-	}
-	return dest, nil
+	return &backfill.Local{Lander: lander, Transforms: transforms, Resolver: resolver, MaxRecordBytes: cfg.Kafka.MaxMessageBytes - 4096}, nil
 }

@@ -131,11 +131,10 @@ func (c *cli) loadIdentities(cmd *cobra.Command, f *identitiesFlags, path string
 	}
 	core, err := service.OpenCore(ctx, cfg, log, prometheus.NewRegistry())
 	if errors.Is(err, broker.ErrLocked) {
-		ls, err := service.HeldBy(cfg.DataDir, err)
+		ls, err := service.HeldBy(cfg.DataDir, err, c.stderr)
 		if err != nil {
 			return err
 		}
-		ls.Announce(c.stderr, cfg.DataDir)
 		return remote(ls.URL, ls.Token)
 	}
 	if err != nil {

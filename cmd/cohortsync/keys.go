@@ -168,11 +168,10 @@ func (c *cli) withKeyOps(cmd *cobra.Command, f *keysFlags, fn func(context.Conte
 		core, err := service.OpenCore(ctx, cfg, log, prometheus.NewRegistry())
 		switch {
 		case errors.Is(err, broker.ErrLocked):
-			ls, err := service.HeldBy(cfg.DataDir, err)
+			ls, err := service.HeldBy(cfg.DataDir, err, c.stderr)
 			if err != nil {
 				return err
 			}
-			ls.Announce(c.stderr, cfg.DataDir)
 			if err := remote(ls.URL, ls.Token); err != nil {
 				return err
 			}

@@ -62,11 +62,10 @@ DATA_DIR/server.json.`,
 				}
 				res, err = service.SnapshotNow(ctx, cfg, sel)
 				if errors.Is(err, stateofrecord.ErrLocked) {
-					ls, herr := service.HeldBy(cfg.DataDir, err)
+					ls, herr := service.HeldBy(cfg.DataDir, err, c.stderr)
 					if herr != nil {
 						return herr
 					}
-					ls.Announce(c.stderr, cfg.DataDir)
 					res, err = snapshot.Request(ctx, nil, ls.URL, ls.Token, workspace, cohort)
 				}
 			}

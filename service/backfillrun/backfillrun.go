@@ -323,7 +323,7 @@ func (b *backfiller) openLocal(ctx context.Context) (viaServer bool, err error) 
 	if !errors.Is(lockErr, broker.ErrLocked) {
 		return false, lockErr
 	}
-	ls, err := service.HeldBy(b.cfg.DataDir, lockErr)
+	ls, err := service.HeldBy(b.cfg.DataDir, lockErr, b.opts.Stderr)
 	if err != nil {
 		return false, err
 	}
@@ -331,7 +331,6 @@ func (b *backfiller) openLocal(ctx context.Context) (viaServer bool, err error) 
 	b.cfg.Kafka.Brokers = ls.KafkaBrokers
 	// The server's Kafka is its embedded broker: one broker, one replica.
 	b.cfg.Kafka.ReplicationFactor = 1
-	ls.Announce(b.opts.Stderr, b.cfg.DataDir)
 	if err := b.openCore(ctx); err != nil {
 		return true, fmt.Errorf("backfill: the running server's Kafka at %v: %w", ls.KafkaBrokers, err)
 	}
