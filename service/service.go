@@ -25,6 +25,7 @@ import (
 	"github.com/cohortsync/cohortsync/connectors/partnerapi"
 	"github.com/cohortsync/cohortsync/internal/httpjson"
 	"github.com/cohortsync/cohortsync/internal/httproute"
+	"github.com/cohortsync/cohortsync/internal/promguard"
 	"github.com/cohortsync/cohortsync/jobs/snapshot"
 	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/stores/adminauth"
@@ -59,7 +60,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if opts.Out == nil {
 		opts.Out = io.Discard
 	}
-	reg := prometheus.NewRegistry()
+	registry := prometheus.NewRegistry()
+	// Every component registers through the guard: a collector that hangs,
+	// panics or sends an invalid metric is left out of the scrape and
+	// counted, so /metrics keeps answering during the outages its alerts
+	// are about.
+	guard := promguard.New(collectorBudget, log)
+	registry.MustRegister(guard)
+	reg := guard.Registerer(registry)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	mods := &modules{log: log}
@@ -155,7 +163,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	}
 	routes.HandleFunc("GET /readyz", health(true, "not ready: ", ""))
 	routes.HandleFunc("GET /health/pipeline", health(false, "failing: ", " (the log and /metrics say why)"))
-	routes.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	routes.Handle("GET /metrics", metricsHandler(registry, log))
 	routes.HandleFunc("GET /openapi.json", serveOpenAPI)
 	// The APIs over the stream's state register on a mux of their own once
 	// the stream runs; until then every other /v1/ path answers 503.
@@ -256,7 +264,7 @@ type ingest struct {
 
 // startIngest adds the modules partner requests and the admin API of keys,
 // tokens and identities need: none of them reads the stream's state.
-func startIngest(ctx context.Context, cfg config.Config, core *Core, creds credentials, mods *modules, log *slog.Logger, reg *prometheus.Registry) (ingest, error) {
+func startIngest(ctx context.Context, cfg config.Config, core *Core, creds credentials, mods *modules, log *slog.Logger, reg prometheus.Registerer) (ingest, error) {
 	lander := core.Kafka.NewLander(core.Kafka.Config().Topics.Exports)
 	api, err := partnerapi.New(partnerapi.Options{
 		Config:     partnerAPIConfig(cfg),
@@ -321,7 +329,7 @@ func startIngest(ctx context.Context, cfg config.Config, core *Core, creds crede
 
 // startStreamAPIs adds the modules over the stream's state (snapshots,
 // backfill, segments and data points) and registers their routes on r.
-func startStreamAPIs(ctx context.Context, cfg config.Config, core *Core, st *Stream, in ingest, mods *modules, r *httproute.Recorder, log *slog.Logger, reg *prometheus.Registry) error {
+func startStreamAPIs(ctx context.Context, cfg config.Config, core *Core, st *Stream, in ingest, mods *modules, r *httproute.Recorder, log *slog.Logger, reg prometheus.Registerer) error {
 	auth := in.scoped
 	var added []module
 	add := func(m module) { added = append(added, m); mods.add(m) }
@@ -360,6 +368,34 @@ func startStreamAPIs(ctx context.Context, cfg config.Config, core *Core, st *Str
 		}
 	}
 	return nil
+}
+
+// collectorBudget is how long a scrape waits for one collector. Collectors
+// read memory and answer in microseconds, so only one that hangs ever meets
+// it, and then in one scrape only: the next ones skip it while it still
+// runs. It is far above what a loaded machine takes to schedule a
+// goroutine, so that no gauge is dropped for slowness, and far below
+// Prometheus's 10 s scrape timeout.
+const collectorBudget = time.Second
+
+// metricsHandler serves /metrics from reg. An error of the registry itself
+// (two collectors reporting the same series, say) leaves out what it
+// concerns instead of answering 500: the scrape is what tells an operator
+// that something is wrong, so it must not fail with it. Such errors are
+// logged and counted in promhttp_metric_handler_errors_total{cause="gathering"}.
+func metricsHandler(reg *prometheus.Registry, log *slog.Logger) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		Registry:      reg,
+		ErrorHandling: promhttp.ContinueOnError,
+		ErrorLog:      promErrorLog{log},
+	})
+}
+
+// promErrorLog hands promhttp's errors to the service's log.
+type promErrorLog struct{ log *slog.Logger }
+
+func (l promErrorLog) Println(v ...any) {
+	l.log.Warn("metrics scrape: some metrics left out", "err", strings.TrimSpace(fmt.Sprintln(v...)))
 }
 
 // readiness is false while the key store lags behind its topic or Kafka is unreachable.
