@@ -37,7 +37,7 @@ func startService(t *testing.T, dataDir string) running {
 	return startWith(t, cfg)
 }
 
-func startWith(t *testing.T, cfg config.Config) running {
+func startWith(t testing.TB, cfg config.Config) running {
 	t.Helper()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Kafka.Partitions = 3
@@ -58,7 +58,7 @@ func startWith(t *testing.T, cfg config.Config) running {
 
 // launch runs the service in the background until stop or the end of the
 // test; done receives what Run returned, unless stop took it.
-func launch(t *testing.T, cfg config.Config, log *slog.Logger, opts service.Options) (done <-chan error, stop func() error) {
+func launch(t testing.TB, cfg config.Config, log *slog.Logger, opts service.Options) (done <-chan error, stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	result := make(chan error, 1)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/connectors/backfill"
+	"github.com/cohortsync/cohortsync/internal/retry"
 	"github.com/cohortsync/cohortsync/jobs/snapshot"
 	"github.com/cohortsync/cohortsync/kafka"
 	"github.com/cohortsync/cohortsync/pipeline"
@@ -32,6 +33,7 @@ type Stream struct {
 
 	snapshots *snapshot.Snapshotter
 	snapDone  chan struct{} // closed when the snapshot timer stops
+	probeDone chan struct{} // closed when the state-of-record probe stops
 	done      chan struct{} // closed when the runner returns
 	runErr    error         // the runner's result, set before done closes
 	cancel    context.CancelFunc
@@ -159,8 +161,25 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 		defer close(s.snapDone)
 		_ = s.snapshots.Run(runCtx)
 	}()
+	// The state of record is asked whether it takes writes whatever the
+	// traffic: an idle stream writes nothing, so without this probe
+	// cohortsync_clickhouse_up would stay 1 through a whole outage and
+	// CohortsyncClickHouseDown could not fire; and a scrape must never be
+	// what asks. Healthy pings only when its last answer is old (seconds),
+	// so asking every second costs nothing in between.
+	s.probeDone = make(chan struct{})
+	go func() {
+		defer close(s.probeDone)
+		for retry.Sleep(runCtx, recordProbeInterval) == nil {
+			_ = record.Healthy() // the sink logs the edges of an outage and sets its gauge
+		}
+	}()
 	return s, nil
 }
+
+// recordProbeInterval is how often the stream asks the state of record
+// whether it takes writes.
+const recordProbeInterval = time.Second
 
 // Healthy reports what /readyz needs from the stream side.
 func (s *Stream) Healthy() error {
@@ -188,6 +207,7 @@ func (s *Stream) Drain() error {
 	s.cancel()
 	err := s.Err()
 	<-s.snapDone
+	<-s.probeDone
 	return err
 }
 
