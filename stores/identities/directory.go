@@ -159,7 +159,7 @@ func Open(ctx context.Context, client *kafka.Client, cfg Config, opts Options) (
 		_ = d.Close()
 		return nil, fmt.Errorf("identities: open: %w", err)
 	}
-	users, _ := idx.Users()
+	users := idx.Users()
 	d.log.Info("identity directory ready", "users", users, "partitions", len(d.parts),
 		"path", cfg.Path, "catch_up", time.Since(started).Round(time.Millisecond))
 	return d, nil
@@ -381,7 +381,7 @@ func (d *Directory) Healthy() error {
 
 // Status reports how far the replica has read.
 func (d *Directory) Status() Status {
-	users, _ := d.idx.Users()
+	users := d.idx.Users()
 	st := Status{Topic: d.topic, Users: users}
 	d.mu.RLock()
 	defer d.mu.RUnlock()

@@ -95,6 +95,14 @@ type Index struct {
 	db   *bolt.DB
 	path string
 
+	// users is the user count as of the latest commit, kept in memory so
+	// that reading it (every metrics scrape, every Status) opens no
+	// transaction: a read transaction waits while a commit that grows the
+	// file remaps it, and the catch-up of a large directory grows it often.
+	usersMu   sync.Mutex
+	users     int64
+	usersTxID int // transaction that wrote users; commits may report out of order
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -130,9 +138,11 @@ func OpenIndex(path string, opts IndexOptions) (*Index, error) {
 		return nil, fmt.Errorf("identities: open index %s: %w", path, err)
 	}
 	var previous string
+	var users int64
 	err = db.Update(func(tx *bolt.Tx) error {
 		var err error
 		previous, err = initIndex(tx, opts.Topic)
+		users = int64(readU64(tx.Bucket(bucketMeta).Get(keyUsers)))
 		return err
 	})
 	if err != nil {
@@ -142,7 +152,7 @@ func OpenIndex(path string, opts IndexOptions) (*Index, error) {
 	if previous != "" && previous != opts.Topic {
 		opts.Logger.Warn("identity index was built from another topic; rebuilding it", "path", path, "previous_topic", previous, "topic", opts.Topic)
 	}
-	return &Index{db: db, path: path}, nil
+	return &Index{db: db, path: path, users: users}, nil
 }
 
 // initIndex creates the buckets and empties them when the file replicated
@@ -218,17 +228,23 @@ func (x *Index) Offsets() (map[int]int64, error) {
 	return out, nil
 }
 
-// Users is the number of users in the index, over every workspace.
-func (x *Index) Users() (int64, error) {
-	var n int64
-	err := x.db.View(func(tx *bolt.Tx) error {
-		n = int64(readU64(tx.Bucket(bucketMeta).Get(keyUsers)))
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("identities: count users: %w", err)
+// Users is the number of users in the index, over every workspace, as of
+// the latest commit. It reads memory only.
+func (x *Index) Users() int64 {
+	x.usersMu.Lock()
+	defer x.usersMu.Unlock()
+	return x.users
+}
+
+// committedUsers records the count a committed transaction wrote. Commit
+// handlers run after bbolt releases its writer lock, so two commits may
+// report in either order: the later transaction wins.
+func (x *Index) committedUsers(txID int, n int64) {
+	x.usersMu.Lock()
+	defer x.usersMu.Unlock()
+	if txID >= x.usersTxID {
+		x.users, x.usersTxID = n, txID
 	}
-	return n, nil
 }
 
 // Apply folds msgs, read from partition in offset order, into the index and
@@ -253,7 +269,7 @@ func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error
 	// nothing each time (out is reset, next only grows).
 	err := x.db.Batch(func(tx *bolt.Tx) error {
 		out = Applied{}
-		w := newWriteTx(tx)
+		w := x.newWriteTx(tx)
 		stored := w.offset(partition)
 		for i, m := range msgs {
 			if m.Offset < stored {
@@ -284,7 +300,7 @@ func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error
 // whose records must be read again from scratch.
 func (x *Index) ResetPartition(partition int, next int64) error {
 	err := x.db.Update(func(tx *bolt.Tx) error {
-		w := newWriteTx(tx)
+		w := x.newWriteTx(tx)
 		if err := w.dropPartition(partition); err != nil {
 			return err
 		}
@@ -303,7 +319,7 @@ func (x *Index) ResetPartition(partition int, next int64) error {
 // partition: for a partition the topic no longer has.
 func (x *Index) DropPartition(partition int) error {
 	err := x.db.Update(func(tx *bolt.Tx) error {
-		w := newWriteTx(tx)
+		w := x.newWriteTx(tx)
 		if err := w.dropPartition(partition); err != nil {
 			return err
 		}
@@ -322,7 +338,7 @@ func (x *Index) DropPartition(partition int) error {
 // for records deleted from the log before this replica read them.
 func (x *Index) SkipTo(partition int, next int64) error {
 	err := x.db.Update(func(tx *bolt.Tx) error {
-		w := newWriteTx(tx)
+		w := x.newWriteTx(tx)
 		return w.setOffset(partition, max(next, w.offset(partition)))
 	})
 	if err != nil {
@@ -333,12 +349,16 @@ func (x *Index) SkipTo(partition int, next int64) error {
 
 // writeTx applies records within one read-write transaction.
 type writeTx struct {
+	x                                        *Index
+	tx                                       *bolt.Tx
 	meta, offsets, users, ext, alias, device *bolt.Bucket
 	users0, usersN                           int64
 }
 
-func newWriteTx(tx *bolt.Tx) *writeTx {
+func (x *Index) newWriteTx(tx *bolt.Tx) *writeTx {
 	w := &writeTx{
+		x:       x,
+		tx:      tx,
 		meta:    tx.Bucket(bucketMeta),
 		offsets: tx.Bucket(bucketOffsets),
 		users:   tx.Bucket(bucketUsers),
@@ -363,7 +383,14 @@ func (w *writeTx) flush() error {
 	if w.usersN == w.users0 {
 		return nil
 	}
-	return w.meta.Put(keyUsers, u64(uint64(w.usersN)))
+	if err := w.meta.Put(keyUsers, u64(uint64(w.usersN))); err != nil {
+		return err
+	}
+	// Known to readers once durable; several Applies of one Batch share
+	// the transaction and their handlers run in order, the last count last.
+	id, n := w.tx.ID(), w.usersN
+	w.tx.OnCommit(func() { w.x.committedUsers(id, n) })
+	return nil
 }
 
 // preparedMessage is one message decoded, with what applying it writes.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -122,7 +123,7 @@ func TestIndexIdentityRules(t *testing.T) {
 			t.Errorf("%s: got %+v, want %+v", tt.name, tt.got, tt.want)
 		}
 	}
-	if n, _ := x.Users(); n != 4 {
+	if n := x.Users(); n != 4 {
 		t.Errorf("users = %d, want 4", n)
 	}
 }
@@ -152,7 +153,7 @@ func TestIndexReplacedRecordDropsStaleEntries(t *testing.T) {
 			t.Errorf("%s: got %+v, want %+v", name, tt.got, tt.want)
 		}
 	}
-	if n, _ := x.Users(); n != 1 {
+	if n := x.Users(); n != 1 {
 		t.Errorf("users = %d, want 1", n)
 	}
 	// Identified → anonymous again: the flag follows the record.
@@ -283,7 +284,7 @@ func TestIndexReplayIsIdempotent(t *testing.T) {
 		if got := dev("d1"); got != none {
 			t.Errorf("%s: stale d1 = %+v", idx.Path(), got)
 		}
-		if n, _ := idx.Users(); n != 2 {
+		if n := idx.Users(); n != 2 {
 			t.Errorf("%s: users = %d", idx.Path(), n)
 		}
 	}
@@ -358,7 +359,7 @@ func TestIndexOffsetsSurviveReopen(t *testing.T) {
 	if _, _, ok := y.LookupExternalID("acme", "e1"); !ok {
 		t.Error("user of another partition was dropped")
 	}
-	if n, _ := y.Users(); n != 1 {
+	if n := y.Users(); n != 1 {
 		t.Errorf("users = %d, want 1", n)
 	}
 	// Dropping partition 0 removes its users and forgets its offset.
@@ -366,7 +367,7 @@ func TestIndexOffsetsSurviveReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	offs, _ = y.Offsets()
-	if n, _ := y.Users(); n != 0 || len(offs) != 1 || offs[2] != 0 {
+	if n := y.Users(); n != 0 || len(offs) != 1 || offs[2] != 0 {
 		t.Errorf("after drop: %d users, offsets %v", n, offs)
 	}
 	if err := y.Close(); err != nil {
@@ -380,7 +381,7 @@ func TestIndexOffsetsSurviveReopen(t *testing.T) {
 	}
 	defer z.Close()
 	offs, _ = z.Offsets()
-	if n, _ := z.Users(); n != 0 || len(offs) != 0 {
+	if n := z.Users(); n != 0 || len(offs) != 0 {
 		t.Errorf("index of another topic kept %d users and offsets %v", n, offs)
 	}
 }
@@ -480,5 +481,48 @@ func TestIndexBatchEqualsOneByOne(t *testing.T) {
 		if res.Records != oneRecords || !slices.Equal(batchSkipped, oneSkipped) {
 			t.Fatalf("seed %d: batch counted %d changes, skipped %v; one by one %d, %v", seed, res.Records, batchSkipped, oneRecords, oneSkipped)
 		}
+	}
+}
+
+// The user count Users reads from memory is the one the commits stored,
+// also when the tails of several partitions commit together in one batch
+// and their commit handlers race, and after a reopen.
+func TestIndexUsersFollowsConcurrentCommits(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), FileName)
+	x := openTestIndex(t, path)
+	const partitions, perPartition = 4, 50
+	var wg sync.WaitGroup
+	for p := range partitions {
+		wg.Go(func() {
+			for i := range perPartition {
+				f := &feed{t: t}
+				for range i {
+					f.msgs = append(f.msgs, Message{}) // offsets up to i
+				}
+				f.put("acme", Record{UserID: fmt.Sprintf("u%d-%d", p, i)})
+				if _, err := x.Apply(p, f.msgs[i:], 0); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var stored int64
+	if err := x.db.View(func(tx *bolt.Tx) error {
+		stored = int64(readU64(tx.Bucket(bucketMeta).Get(keyUsers)))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := x.Users(); got != stored || got != partitions*perPartition {
+		t.Errorf("Users() = %d, stored %d, want %d", got, stored, partitions*perPartition)
+	}
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := openTestIndex(t, path).Users(); got != partitions*perPartition {
+		t.Errorf("after reopen Users() = %d, want %d", got, partitions*perPartition)
 	}
 }

@@ -38,7 +38,7 @@ func newMetrics(d *Directory) *metrics {
 		users: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "users",
 			Help: "Users in the local replica of the identity directory, over all workspaces.",
-		}, func() float64 { n, _ := d.idx.Users(); return float64(n) }),
+		}, func() float64 { return float64(d.idx.Users()) }),
 		lag: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "lag_records",
 			Help: "Records of the identities topic written but not yet applied to the local replica.",
