@@ -113,6 +113,7 @@ func Open(cfg Config, reg prometheus.Registerer) (*Store, error) {
 	}
 	s := &Store{db: db, path: cfg.Path}
 	s.m = newMetrics(s)
+	s.measureFile()
 	if err := s.m.register(reg); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("state: %w", err)
@@ -173,7 +174,7 @@ type metrics struct {
 	writeErrors   prometheus.Counter
 	changes       *prometheus.CounterVec
 	points        *prometheus.CounterVec
-	fileBytes     prometheus.GaugeFunc
+	fileBytes     prometheus.Gauge
 
 	promreg.Registration
 }
@@ -199,15 +200,12 @@ func newMetrics(s *Store) *metrics {
 			Help: "Data points by result: new (billable), or replayed (already stored, not counted again).",
 		}, []string{"result"}),
 	}
-	m.fileBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	// Set by measureFile at open and after each write, the only times the
+	// file grows, rather than by a stat on every scrape: a scrape must not
+	// wait on the disk the store lives on.
+	m.fileBytes = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "file_bytes",
-		Help: "Size of the state store file.",
-	}, func() float64 {
-		fi, err := os.Stat(s.path)
-		if err != nil {
-			return 0
-		}
-		return float64(fi.Size())
+		Help: "Size of the state store file, as of the last write.",
 	})
 	for _, r := range []string{resultApplied, resultStale} {
 		m.changes.WithLabelValues(r)
@@ -216,6 +214,13 @@ func newMetrics(s *Store) *metrics {
 		m.points.WithLabelValues(r)
 	}
 	return m
+}
+
+// measureFile sets the file size gauge; a failed stat keeps the last value.
+func (s *Store) measureFile() {
+	if fi, err := os.Stat(s.path); err == nil {
+		s.m.fileBytes.Set(float64(fi.Size()))
+	}
 }
 
 // register lets the component be re-opened on the same registry after

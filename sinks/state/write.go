@@ -26,6 +26,7 @@ func (s *Store) Write(ctx context.Context, out *pipeline.Output) error {
 	start := time.Now()
 	err := s.write(ctx, out)
 	s.m.writeDuration.Observe(time.Since(start).Seconds())
+	s.measureFile()
 	if err != nil {
 		s.m.writeErrors.Inc()
 		return fmt.Errorf("state: write: %w", err)
