@@ -6,7 +6,8 @@
 // by the driver as the server received them) run again on chDB, a current
 // ClickHouse engine in-process, whose answers must match 18.16's.
 //
-// chDB comes from npm and runs under Node.js, both installed by .ci/run:
+// chDB comes from npm and runs under Node.js; .ci/run installs it (and
+// Debian's Node.js on a machine without one):
 //
 //	npm install --prefix internal/chcompat/testdata/chdb --ignore-scripts
 //
