@@ -46,13 +46,15 @@ func Addr(t testing.TB) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := ping(ctx, addr); err != nil {
-		unavailable(t, fmt.Sprintf("%s (%s: %v)", howToStart, addr, err))
+		Unavailable(t, fmt.Sprintf("%s (%s: %v)", howToStart, addr, err))
 	}
 	return addr
 }
 
-// unavailable skips the test, or fails it under CI=true.
-func unavailable(t testing.TB, msg string) {
+// Unavailable skips the test because something it needs is missing (msg
+// says what and how to get it), or fails it under CI=true, where every
+// integration test must run.
+func Unavailable(t testing.TB, msg string) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("%s; with CI=true the ClickHouse integration tests must run", msg)
@@ -147,12 +149,37 @@ type Server struct {
 // is skipped, or fails when CI=true.
 func StartPrivateServer(t testing.TB, extraXML ...string) *Server {
 	t.Helper()
+	return startPrivateServer(t, strings.Join(extraXML, "\n"), "")
+}
+
+// queryLogXML turns on system.query_log; the short flush interval is only a
+// default, since SYSTEM FLUSH LOGS writes it out at once.
+const queryLogXML = `
+    <query_log>
+        <database>system</database>
+        <table>query_log</table>
+        <flush_interval_milliseconds>1000</flush_interval_milliseconds>
+    </query_log>`
+
+// StartQueryLoggingServer is StartPrivateServer for a server that records
+// every statement in system.query_log (log_queries is on in the default
+// profile, as a client's setting would be overridden by the code under test
+// setting its own). A test reads back the SQL exactly as the server
+// received it, with the driver's client-side "?" binding already applied;
+// a client that sets log_queries=0 on its own statements keeps them out.
+func StartQueryLoggingServer(t testing.TB) *Server {
+	t.Helper()
+	return startPrivateServer(t, queryLogXML, "<log_queries>1</log_queries>")
+}
+
+func startPrivateServer(t testing.TB, extraXML, profileXML string) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("clickhouse-server")
 	if err != nil {
 		// Debian installs it in /usr/sbin, which is not on every PATH.
 		bin = "/usr/sbin/clickhouse-server"
 		if _, err := os.Stat(bin); err != nil {
-			unavailable(t, "clickhouse-server is not installed: run `bash scripts/clickhouse.sh install`")
+			Unavailable(t, "clickhouse-server is not installed: run `bash scripts/clickhouse.sh install`")
 		}
 	}
 	s := &Server{t: t, bin: bin, dir: t.TempDir()}
@@ -161,7 +188,7 @@ func StartPrivateServer(t testing.TB, extraXML ...string) *Server {
 		t.Fatalf("free port: %v", err)
 	}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := s.writeConfig(port, strings.Join(extraXML, "\n")); err != nil {
+	if err := s.writeConfig(port, extraXML, profileXML); err != nil {
 		t.Fatalf("clickhouse config: %v", err)
 	}
 	t.Cleanup(func() {
@@ -292,8 +319,9 @@ func (s *Server) logTail() string {
 }
 
 // writeConfig writes the same configuration scripts/clickhouse.sh writes,
-// with the server's own directory and port and no HTTP listener.
-func (s *Server) writeConfig(port int, extra string) error {
+// with the server's own directory and port and no HTTP listener; profile is
+// added to the default user's settings.
+func (s *Server) writeConfig(port int, extra, profile string) error {
 	for _, d := range []string{"data", "tmp", "user_files", "format_schemas", "log"} {
 		if err := os.MkdirAll(filepath.Join(s.dir, d), 0o755); err != nil {
 			return err
@@ -325,7 +353,7 @@ func (s *Server) writeConfig(port int, extra string) error {
 	if err := os.WriteFile(filepath.Join(s.dir, "config.xml"), []byte(config), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(s.dir, "users.xml"), []byte(usersXML), 0o644)
+	return os.WriteFile(filepath.Join(s.dir, "users.xml"), []byte(fmt.Sprintf(usersXML, profile)), 0o644)
 }
 
 const usersXML = `<?xml version="1.0"?>
@@ -335,6 +363,7 @@ const usersXML = `<?xml version="1.0"?>
         <!-- How often an idle connection checks for shutdown: the default
              (10 s) keeps a stopping server waiting for pooled connections. -->
         <poll_interval>1</poll_interval>
+        %s
     </default></profiles>
     <users>
         <default>
