@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // feed builds topic messages for Index.Apply, numbering offsets from 0.
@@ -400,17 +398,15 @@ func TestIndexSecondOpenTimesOut(t *testing.T) {
 func dumpIndex(t *testing.T, x *Index) string {
 	t.Helper()
 	var b strings.Builder
-	err := x.db.View(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketUsers, bucketExt, bucketAlias, bucketDevice} {
-			if err := tx.Bucket(name).ForEach(func(k, v []byte) error {
-				fmt.Fprintf(&b, "%s %q=%q\n", name, k, v)
-				return nil
-			}); err != nil {
-				return err
-			}
+	var err error
+	for _, t := range []byte{tableMeta, tableUsers, tableExt, tableAlias, tableDevice} {
+		if err = scan(x.db, []byte{t}, func(k, v []byte) error {
+			fmt.Fprintf(&b, "%c %q=%q\n", t, k, v)
+			return nil
+		}); err != nil {
+			break
 		}
-		return nil
-	})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
