@@ -2,8 +2,6 @@ package identities
 
 import (
 	"fmt"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // UserLookup is a Lookup that also answers the reverse question: which ids
@@ -20,9 +18,12 @@ type UserLookup interface {
 // ViewUsers is View with a UserLookup: one read transaction over one
 // consistent snapshot, valid only inside fn and for one goroutine.
 func (x *Index) ViewUsers(fn func(UserLookup) error) error {
-	return x.db.View(func(tx *bolt.Tx) error {
-		return fn(newLookup(tx))
-	})
+	l, err := x.newLookup()
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	return fn(l)
 }
 
 // LookupUser is a single reverse lookup in its own read transaction;
@@ -45,11 +46,14 @@ func (d *Directory) LookupUser(workspace, userID string) (Record, bool, error) {
 }
 
 func (l *txLookup) LookupUser(workspace, userID string) (Record, bool, error) {
-	if !l.prefix(workspace, userID) {
+	if !l.prefix(tableUsers, workspace, userID) {
 		return Record{}, false, nil
 	}
 	// prefix ends every part with NUL; a users key has none after the id.
-	v := l.users.Get(l.buf[:len(l.buf)-1])
+	v, err := get(l.snap, l.buf[:len(l.buf)-1])
+	if err != nil {
+		return Record{}, false, fmt.Errorf("identities: read the record of a user in workspace %s: %w", truncate(workspace), err)
+	}
 	if v == nil {
 		return Record{}, false, nil
 	}
