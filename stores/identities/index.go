@@ -6,34 +6,26 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
+	bolt "go.etcd.io/bbolt"
 )
 
-// Layout of the replica, a pebble database (an LSM tree: writes go to a
-// memtable and a log and are sorted into files in the background, so a fresh
-// replica taking users in hash order costs a few appends per user rather than
-// the rewritten B-tree pages that bounded the former bbolt file at about 27k
-// users/s). Every key starts with one byte naming its table; keys of several
-// components join them with NUL bytes; identifiers never contain NUL
-// (checkID), so a key splits one way only and a prefix of whole components
-// selects exactly the entries of an id.
+// Layout of the replica file. Keys of several components join them with NUL
+// bytes; identifiers never contain NUL (checkID), so a key splits one way only
+// and a prefix of whole components selects exactly the entries of an id.
 //
-//	m  format → "2", topic → topic name, users → count(8)
-//	o  partition(4) → next offset to apply(8)
-//	u  ws \0 user_id → partition(4) topic value (JSON)
-//	e  ws \0 external_id \0 user_id → flags(1)
-//	a  ws \0 alias_label \0 alias_name \0 user_id → flags(1)
-//	d  ws \0 device_id \0 user_id → flags(1)
+//	meta     format → "1", topic → topic name, users → count(8)
+//	offsets  partition(4) → next offset to apply(8)
+//	users    ws \0 user_id → partition(4) topic value (JSON)
+//	ext      ws \0 external_id \0 user_id → flags(1)
+//	alias    ws \0 alias_label \0 alias_name \0 user_id → flags(1)
+//	device   ws \0 device_id \0 user_id → flags(1)
 //
 // An index entry names the user in its key rather than in its value. Then
 // the index is a pure function of the latest record of every user, whatever
@@ -41,26 +33,20 @@ import (
 // data error upstream), both entries exist, lookups choose the same one on
 // every instance, and replacing one user's record removes exactly that
 // user's entries.
-const indexFormat = "2"
-
-// Table prefixes.
-const (
-	tableMeta    byte = 'm'
-	tableOffsets byte = 'o'
-	tableUsers   byte = 'u'
-	tableExt     byte = 'e'
-	tableAlias   byte = 'a'
-	tableDevice  byte = 'd'
-)
+const indexFormat = "1"
 
 var (
-	dataTables = []byte{tableOffsets, tableUsers, tableExt, tableAlias, tableDevice}
-	keyFormat  = metaKey("format")
-	keyTopic   = metaKey("topic")
-	keyUsers   = metaKey("users")
+	bucketMeta    = []byte("meta")
+	bucketOffsets = []byte("offsets")
+	bucketUsers   = []byte("users")
+	bucketExt     = []byte("ext")
+	bucketAlias   = []byte("alias")
+	bucketDevice  = []byte("device")
+	dataBuckets   = [][]byte{bucketOffsets, bucketUsers, bucketExt, bucketAlias, bucketDevice}
+	keyFormat     = []byte("format")
+	keyTopic      = []byte("topic")
+	keyUsers      = []byte("users")
 )
-
-func metaKey(name string) []byte { return append([]byte{tableMeta}, name...) }
 
 // flagIdentified is set in an index entry of a user who has an external id.
 // Entries are rewritten whenever the user's record is, so the flag is current.
@@ -92,44 +78,36 @@ type Applied struct {
 
 // IndexOptions tune OpenIndex.
 type IndexOptions struct {
-	// Topic is the topic the index replicates. A replica built from another
+	// Topic is the topic the index replicates. A file built from another
 	// topic is emptied, since its offsets mean nothing for this one.
 	Topic string
-	// OpenTimeout bounds the wait for the directory's lock; zero means 5 s.
+	// OpenTimeout bounds the wait for the file lock; zero means 5 s.
 	OpenTimeout time.Duration
 	// Logger receives the rare structural events (a reset). Nil discards.
 	Logger *slog.Logger
 }
 
-// Index is the replica: the directory's indexes and, in the same atomic
-// batches, the offset up to which each partition has been applied. A crash
-// therefore loses either both an update and its offset or neither, and
-// reopening resumes where the last surviving batch left off.
-//
-// Batches are committed without an fsync. The replica is a copy of the
-// topic: a crash may lose its last batches (never a batch in part, and
-// never a later batch while keeping an earlier one), and the tails read
-// those records again from the stored offsets.
+// Index is the replica's file: the directory's indexes and, in the same
+// transactions, the offset up to which each partition has been applied. A
+// crash therefore loses either both an update and its offset or neither,
+// and reopening the file resumes where the last commit left off.
 type Index struct {
-	db   *pebble.DB
+	db   *bolt.DB
 	path string
 
-	// mu makes Apply and the partition operations one writer at a time:
-	// each reads what it replaces (a user's old record, the user count)
-	// before it writes.
-	mu sync.Mutex
 	// users is the user count as of the latest commit, kept in memory so
-	// that reading it (every metrics scrape, every Status) touches no
-	// storage. Written under mu after each commit.
-	users atomic.Int64
+	// that reading it (every metrics scrape, every Status) opens no
+	// transaction: a read transaction waits while a commit that grows the
+	// file remaps it, and the catch-up of a large directory grows it often.
+	usersMu   sync.Mutex
+	users     int64
+	usersTxID int // transaction that wrote users; commits may report out of order
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// OpenIndex opens or creates the replica at path, a directory. A regular
-// file there is a replica of an older build (a bbolt file): it is removed
-// and the replica rebuilt from the topic.
+// OpenIndex opens or creates the replica file at path.
 func OpenIndex(path string, opts IndexOptions) (*Index, error) {
 	if opts.Topic == "" {
 		return nil, errors.New("identities: open index: no topic")
@@ -143,17 +121,30 @@ func OpenIndex(path string, opts IndexOptions) (*Index, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("identities: open index: %w", err)
 	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
-		opts.Logger.Warn("identity index is in an older build's format; rebuilding it from the topic", "path", path)
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("identities: open index: remove the older format's file: %w", err)
-		}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: opts.OpenTimeout,
+		// Opens are rare and commits are the hot path: rebuild the freelist
+		// by scanning at open rather than writing it at every commit.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+		// Long read transactions (one per resolved batch) do not block a
+		// commit that grows the file as long as the mapping is large enough.
+		InitialMmapSize: 256 << 20,
+	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("identities: open index %s: another process holds it: %w", path, err)
 	}
-	db, err := openPebble(path, opts.OpenTimeout)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("identities: open index %s: %w", path, err)
 	}
-	previous, err := initIndex(db, opts.Topic)
+	var previous string
+	var users int64
+	err = db.Update(func(tx *bolt.Tx) error {
+		var err error
+		previous, err = initIndex(tx, opts.Topic)
+		users = int64(readU64(tx.Bucket(bucketMeta).Get(keyUsers)))
+		return err
+	})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("identities: open index %s: %w", path, err)
@@ -161,116 +152,55 @@ func OpenIndex(path string, opts IndexOptions) (*Index, error) {
 	if previous != "" && previous != opts.Topic {
 		opts.Logger.Warn("identity index was built from another topic; rebuilding it", "path", path, "previous_topic", previous, "topic", opts.Topic)
 	}
-	x := &Index{db: db, path: path}
-	n, err := get(db, keyUsers)
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("identities: open index %s: count users: %w", path, err)
-	}
-	x.users.Store(int64(readU64(n)))
-	return x, nil
+	return &Index{db: db, path: path, users: users}, nil
 }
 
-// openPebble opens the database, waiting up to timeout for another process
-// to release its lock: pebble fails at once when the lock is held.
-func openPebble(path string, timeout time.Duration) (*pebble.DB, error) {
-	opts := &pebble.Options{
-		// A larger memtable lets a fresh replica sort more users in memory
-		// before its first flush; two of them bound the memory.
-		MemTableSize:                64 << 20,
-		MemTableStopWritesThreshold: 2,
-		Logger:                      quietLogger{},
-	}
-	deadline := time.Now().Add(timeout)
-	for {
-		db, err := pebble.Open(path, opts)
-		if err == nil {
-			return db, nil
-		}
-		if !isLocked(err) {
-			return nil, fmt.Errorf("identities: open index %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("identities: open index %s: another process holds it: %w", path, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// isLocked tells a lock held by another process (or another Index of this
-// one) from other open failures; pebble reports the former only in its text.
-func isLocked(err error) bool {
-	msg := err.Error()
-	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) ||
-		strings.Contains(msg, "lock held by current process") || strings.Contains(msg, "resource temporarily unavailable")
-}
-
-// quietLogger drops pebble's informational lines (it logs every WAL it
-// replays); its fatal path still panics, as pebble requires.
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...any)           {}
-func (quietLogger) Errorf(string, ...any)          {}
-func (quietLogger) Fatalf(format string, a ...any) { panic(fmt.Sprintf(format, a...)) }
-
-// initIndex sets the format and topic and empties the data tables when the
-// replica followed another topic. It returns the topic replicated before.
-func initIndex(db *pebble.DB, topic string) (string, error) {
-	format, err := get(db, keyFormat)
+// initIndex creates the buckets and empties them when the file replicated
+// another topic. It returns the topic the file replicated before.
+func initIndex(tx *bolt.Tx, topic string) (string, error) {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
 		return "", err
 	}
-	if format != nil && string(format) != indexFormat {
-		return "", fmt.Errorf("format %q, this build reads %q", format, indexFormat)
+	switch v := meta.Get(keyFormat); {
+	case v == nil:
+		if err := meta.Put(keyFormat, []byte(indexFormat)); err != nil {
+			return "", err
+		}
+	case string(v) != indexFormat:
+		return "", fmt.Errorf("file format %q, this build reads %q", v, indexFormat)
 	}
-	prev, err := get(db, keyTopic)
-	if err != nil {
-		return "", err
-	}
-	previous := string(prev)
-	b := db.NewBatch()
-	defer b.Close()
-	if format == nil {
-		_ = b.Set(keyFormat, []byte(indexFormat), nil)
-	}
+	previous := string(meta.Get(keyTopic))
 	if previous != "" && previous != topic {
-		for _, t := range dataTables {
-			_ = b.DeleteRange([]byte{t}, []byte{t + 1}, nil)
+		for _, name := range dataBuckets {
+			if tx.Bucket(name) != nil {
+				if err := tx.DeleteBucket(name); err != nil {
+					return "", err
+				}
+			}
 		}
-		_ = b.Set(keyUsers, u64(0), nil)
+		if err := meta.Put(keyUsers, u64(0)); err != nil {
+			return "", err
+		}
 	}
 	if previous != topic {
-		_ = b.Set(keyTopic, []byte(topic), nil)
+		if err := meta.Put(keyTopic, []byte(topic)); err != nil {
+			return "", err
+		}
 	}
-	if b.Empty() {
-		return previous, nil
+	for _, name := range dataBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return "", err
+		}
 	}
-	return previous, b.Commit(pebble.Sync)
+	return previous, nil
 }
 
-// reader is what both the database and a batch or snapshot answer.
-type reader interface {
-	Get(key []byte) ([]byte, io.Closer, error)
-}
-
-// get returns a copy of key's value, or nil when there is none.
-func get(r reader, key []byte) ([]byte, error) {
-	v, closer, err := r.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	out := bytes.Clone(v)
-	return out, closer.Close()
-}
-
-// Path is the index's directory.
+// Path is the index's file.
 func (x *Index) Path() string { return x.path }
 
-// Close flushes nothing (batches are in the log) and closes the database.
-// It may be called more than once.
+// Close waits for running transactions and closes the file. It may be called
+// more than once.
 func (x *Index) Close() error {
 	x.closeOnce.Do(func() {
 		if err := x.db.Close(); err != nil {
@@ -283,12 +213,14 @@ func (x *Index) Close() error {
 // Offsets returns the next offset to apply of every partition applied so far.
 func (x *Index) Offsets() (map[int]int64, error) {
 	out := map[int]int64{}
-	err := scan(x.db, []byte{tableOffsets}, func(k, v []byte) error {
-		if len(k) != 4 || len(v) != 8 {
-			return errors.New("corrupt offsets entry")
-		}
-		out[int(binary.BigEndian.Uint32(k))] = int64(binary.BigEndian.Uint64(v))
-		return nil
+	err := x.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOffsets).ForEach(func(k, v []byte) error {
+			if len(k) != 4 || len(v) != 8 {
+				return errors.New("corrupt offsets entry")
+			}
+			out[int(binary.BigEndian.Uint32(k))] = int64(binary.BigEndian.Uint64(v))
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("identities: read offsets: %w", err)
@@ -296,70 +228,55 @@ func (x *Index) Offsets() (map[int]int64, error) {
 	return out, nil
 }
 
-// iterable is the database or a batch: what scan reads.
-type iterable interface {
-	NewIter(*pebble.IterOptions) (*pebble.Iterator, error)
-}
-
-// scan calls fn with every key under prefix, the prefix cut off.
-func scan(r iterable, prefix []byte, fn func(k, v []byte) error) error {
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
-	if err != nil {
-		return err
-	}
-	for it.First(); it.Valid(); it.Next() {
-		if err := fn(it.Key()[len(prefix):], it.Value()); err != nil {
-			_ = it.Close()
-			return err
-		}
-	}
-	return it.Close()
-}
-
-// prefixEnd is the smallest key above every key with prefix p, or nil.
-func prefixEnd(p []byte) []byte {
-	end := bytes.Clone(p)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return nil
-}
-
 // Users is the number of users in the index, over every workspace, as of
 // the latest commit. It reads memory only.
-func (x *Index) Users() int64 { return x.users.Load() }
+func (x *Index) Users() int64 {
+	x.usersMu.Lock()
+	defer x.usersMu.Unlock()
+	return x.users
+}
+
+// committedUsers records the count a committed transaction wrote. Commit
+// handlers run after bbolt releases its writer lock, so two commits may
+// report in either order: the later transaction wins.
+func (x *Index) committedUsers(txID int, n int64) {
+	x.usersMu.Lock()
+	defer x.usersMu.Unlock()
+	if txID >= x.usersTxID {
+		x.users, x.usersTxID = n, txID
+	}
+}
 
 // Apply folds msgs, read from partition in offset order, into the index and
 // stores next (or the offset after the last message, if that is higher) as
-// the partition's next offset, all in one atomic batch. Messages below the
+// the partition's next offset, all in one transaction. Messages below the
 // stored offset were applied before and are left alone, so delivering a range
 // twice changes nothing. Invalid messages are skipped and reported, never
 // fatal: one bad record from a foreign producer must not stop the directory.
 func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error) {
 	// Decoding, and building the keys and values to write, happens before
-	// taking the writer's lock, which every partition's tail waits for.
+	// the write transaction: bbolt has one writer, which every partition's
+	// tail waits for, so only the puts belong inside it.
 	prepared := make([]preparedMessage, len(msgs))
 	for i, m := range msgs {
 		prepared[i] = prepare(partition, m)
 	}
 	var out Applied
-	err := x.write(func(w *writeTx) error {
-		stored, err := w.offset(partition)
-		if err != nil {
-			return err
-		}
+	// Batch lets the tails of several partitions share one commit, which
+	// writes every page its transaction dirtied: users arrive in hash order,
+	// so at a fresh start most commits rewrite much of the tree. bbolt may
+	// run fn again when another call of the batch fails, so fn starts from
+	// nothing each time (out is reset, next only grows).
+	err := x.db.Batch(func(tx *bolt.Tx) error {
+		out = Applied{}
+		w := x.newWriteTx(tx)
+		stored := w.offset(partition)
 		for i, m := range msgs {
 			if m.Offset < stored {
 				continue
 			}
 			changed, err := w.apply(prepared[i])
 			if err != nil {
-				if w.err != nil {
-					return w.err
-				}
 				out.Skipped = append(out.Skipped, Skipped{Offset: m.Offset, Err: err})
 			} else if changed {
 				out.Records++
@@ -367,7 +284,10 @@ func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error
 			next = max(next, m.Offset+1)
 		}
 		out.Next = max(stored, next)
-		return w.setOffset(partition, out.Next)
+		if err := w.setOffset(partition, out.Next); err != nil {
+			return err
+		}
+		return w.flush()
 	})
 	if err != nil {
 		return Applied{}, fmt.Errorf("identities: apply partition %d: %w", partition, err)
@@ -375,39 +295,19 @@ func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error
 	return out, nil
 }
 
-// write runs fn over one indexed batch, which reads its own writes, and
-// commits it.
-func (x *Index) write(fn func(*writeTx) error) error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	b := x.db.NewIndexedBatch()
-	defer b.Close()
-	w, err := newWriteTx(b)
-	if err != nil {
-		return err
-	}
-	if err := fn(w); err != nil {
-		return err
-	}
-	if err := w.flush(); err != nil {
-		return err
-	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return err
-	}
-	x.users.Store(w.usersN)
-	return nil
-}
-
 // ResetPartition removes every user that came from partition and sets its
 // next offset to next: for a topic recreated shorter than what was applied,
 // whose records must be read again from scratch.
 func (x *Index) ResetPartition(partition int, next int64) error {
-	err := x.write(func(w *writeTx) error {
+	err := x.db.Update(func(tx *bolt.Tx) error {
+		w := x.newWriteTx(tx)
 		if err := w.dropPartition(partition); err != nil {
 			return err
 		}
-		return w.setOffset(partition, next)
+		if err := w.setOffset(partition, next); err != nil {
+			return err
+		}
+		return w.flush()
 	})
 	if err != nil {
 		return fmt.Errorf("identities: reset partition %d: %w", partition, err)
@@ -418,11 +318,15 @@ func (x *Index) ResetPartition(partition int, next int64) error {
 // DropPartition removes every user that came from partition and forgets the
 // partition: for a partition the topic no longer has.
 func (x *Index) DropPartition(partition int) error {
-	err := x.write(func(w *writeTx) error {
+	err := x.db.Update(func(tx *bolt.Tx) error {
+		w := x.newWriteTx(tx)
 		if err := w.dropPartition(partition); err != nil {
 			return err
 		}
-		return w.b.Delete(offsetKey(partition), nil)
+		if err := w.offsets.Delete(u32(partition)); err != nil {
+			return err
+		}
+		return w.flush()
 	})
 	if err != nil {
 		return fmt.Errorf("identities: drop partition %d: %w", partition, err)
@@ -433,12 +337,9 @@ func (x *Index) DropPartition(partition int) error {
 // SkipTo moves partition's next offset forward to next, keeping the index:
 // for records deleted from the log before this replica read them.
 func (x *Index) SkipTo(partition int, next int64) error {
-	err := x.write(func(w *writeTx) error {
-		stored, err := w.offset(partition)
-		if err != nil {
-			return err
-		}
-		return w.setOffset(partition, max(next, stored))
+	err := x.db.Update(func(tx *bolt.Tx) error {
+		w := x.newWriteTx(tx)
+		return w.setOffset(partition, max(next, w.offset(partition)))
 	})
 	if err != nil {
 		return fmt.Errorf("identities: skip partition %d to %d: %w", partition, next, err)
@@ -446,44 +347,50 @@ func (x *Index) SkipTo(partition int, next int64) error {
 	return nil
 }
 
-// writeTx applies records within one indexed batch.
+// writeTx applies records within one read-write transaction.
 type writeTx struct {
-	b              *pebble.Batch
-	users0, usersN int64
-	// err is a failure of the batch itself, as opposed to a bad record:
-	// it ends the Apply instead of skipping the record.
-	err error
+	x                                        *Index
+	tx                                       *bolt.Tx
+	meta, offsets, users, ext, alias, device *bolt.Bucket
+	users0, usersN                           int64
 }
 
-func newWriteTx(b *pebble.Batch) (*writeTx, error) {
-	v, err := get(b, keyUsers)
-	if err != nil {
-		return nil, err
+func (x *Index) newWriteTx(tx *bolt.Tx) *writeTx {
+	w := &writeTx{
+		x:       x,
+		tx:      tx,
+		meta:    tx.Bucket(bucketMeta),
+		offsets: tx.Bucket(bucketOffsets),
+		users:   tx.Bucket(bucketUsers),
+		ext:     tx.Bucket(bucketExt),
+		alias:   tx.Bucket(bucketAlias),
+		device:  tx.Bucket(bucketDevice),
 	}
-	n := int64(readU64(v))
-	return &writeTx{b: b, users0: n, usersN: n}, nil
+	w.users0 = int64(readU64(w.meta.Get(keyUsers)))
+	w.usersN = w.users0
+	return w
 }
 
-func offsetKey(partition int) []byte {
-	k := []byte{tableOffsets, 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(k[1:], uint32(partition))
-	return k
-}
-
-func (w *writeTx) offset(partition int) (int64, error) {
-	v, err := get(w.b, offsetKey(partition))
-	return int64(readU64(v)), err
+func (w *writeTx) offset(partition int) int64 {
+	return int64(readU64(w.offsets.Get(u32(partition))))
 }
 
 func (w *writeTx) setOffset(partition int, next int64) error {
-	return w.b.Set(offsetKey(partition), u64(uint64(next)), nil)
+	return w.offsets.Put(u32(partition), u64(uint64(next)))
 }
 
 func (w *writeTx) flush() error {
 	if w.usersN == w.users0 {
 		return nil
 	}
-	return w.b.Set(keyUsers, u64(uint64(w.usersN)), nil)
+	if err := w.meta.Put(keyUsers, u64(uint64(w.usersN))); err != nil {
+		return err
+	}
+	// Known to readers once durable; several Applies of one Batch share
+	// the transaction and their handlers run in order, the last count last.
+	id, n := w.tx.ID(), w.usersN
+	w.tx.OnCommit(func() { w.x.committedUsers(id, n) })
+	return nil
 }
 
 // preparedMessage is one message decoded, with what applying it writes.
@@ -491,26 +398,27 @@ type preparedMessage struct {
 	err       error
 	tombstone bool
 	ws, user  string
-	ukey      []byte     // key in the users table
-	value     []byte     // value in the users table (a record only)
+	ukey      []byte     // key in the users bucket
+	value     []byte     // value in the users bucket (a record only)
 	entries   []entryKey // index entries (a record only)
 	flags     byte
 }
 
-// prepare decodes m into the keys and values that applying it writes.
+// prepare decodes m. bbolt keeps the slices given to Put until the commit,
+// so every slice here is fresh.
 func prepare(partition int, m Message) preparedMessage {
 	if m.Value == nil {
 		ws, user, ok := splitMessageKey(m.Key)
 		if !ok || checkID(user) != nil {
 			return preparedMessage{err: errors.New("tombstone with an invalid key")}
 		}
-		return preparedMessage{tombstone: true, ws: ws, user: user, ukey: tableKey(tableUsers, ws, user)}
+		return preparedMessage{tombstone: true, ws: ws, user: user, ukey: joinKey(nil, ws, user)}
 	}
 	ws, rec, err := decodeValue(m.Key, m.Value)
 	if err != nil {
 		return preparedMessage{err: err}
 	}
-	p := preparedMessage{ws: ws, user: rec.UserID, ukey: tableKey(tableUsers, ws, rec.UserID), entries: entryKeys(ws, rec.UserID, rec)}
+	p := preparedMessage{ws: ws, user: rec.UserID, ukey: joinKey(nil, ws, rec.UserID), entries: entryKeys(ws, rec.UserID, rec)}
 	if rec.Identified() {
 		p.flags = flagIdentified
 	}
@@ -521,85 +429,63 @@ func prepare(partition int, m Message) preparedMessage {
 }
 
 // apply folds one prepared message in and reports whether the index changed.
-// A failure of the batch itself is also kept in w.err.
 func (w *writeTx) apply(p preparedMessage) (bool, error) {
 	if p.err != nil {
 		return false, p.err
 	}
 	if p.tombstone {
-		return w.fail(w.remove(p.ukey))
+		return w.remove(p.ws, p.user)
 	}
-	old, err := get(w.b, p.ukey)
-	if err != nil {
-		return w.fail(false, err)
-	}
-	if old != nil {
+	if old := w.users.Get(p.ukey); old != nil {
 		if err := w.removeEntries(p.ws, p.user, old); err != nil {
 			return false, err
 		}
 	} else {
 		w.usersN++
 	}
-	flags := []byte{p.flags}
 	for _, k := range p.entries {
-		if err := w.b.Set(k, flags, nil); err != nil {
-			return w.fail(false, err)
+		if err := k.bucket(w).Put(k.key, []byte{p.flags}); err != nil {
+			return false, err
 		}
 	}
-	return w.fail(true, w.b.Set(p.ukey, p.value, nil))
+	return true, w.users.Put(p.ukey, p.value)
 }
 
-// fail records err as a failure of the batch.
-func (w *writeTx) fail(changed bool, err error) (bool, error) {
-	if err != nil && w.err == nil {
-		w.err = err
-	}
-	return changed, err
-}
-
-// remove deletes the user stored under ukey, if any.
-func (w *writeTx) remove(ukey []byte) (bool, error) {
-	old, err := get(w.b, ukey)
-	if err != nil || old == nil {
-		return false, err
-	}
-	ws, user, ok := splitJoined(ukey[1:])
-	if !ok {
-		return false, errors.New("corrupt users key")
+func (w *writeTx) remove(ws, user string) (bool, error) {
+	ukey := joinKey(nil, ws, user)
+	old := w.users.Get(ukey)
+	if old == nil {
+		return false, nil
 	}
 	if err := w.removeEntries(ws, user, old); err != nil {
 		return false, err
 	}
 	w.usersN--
-	return true, w.b.Delete(ukey, nil)
+	return true, w.users.Delete(ukey)
 }
 
-// removeEntries deletes the index entries of a user's stored record.
+// removeEntries deletes the index entries of a user's stored record. The
+// record is decoded before anything is deleted: old points into the file.
 func (w *writeTx) removeEntries(ws, user string, old []byte) error {
 	rec, err := storedRecord(old)
 	if err != nil {
 		return fmt.Errorf("stored record: %w", err)
 	}
 	for _, k := range entryKeys(ws, user, rec) {
-		if err := w.b.Delete(k, nil); err != nil {
-			return w.batchErr(err)
+		if err := k.bucket(w).Delete(k.key); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func (w *writeTx) batchErr(err error) error {
-	_, err = w.fail(false, err)
-	return err
-}
-
 // dropPartition removes every user stored from partition. The keys are
-// collected first, then removed.
+// collected first: deleting while iterating makes a bbolt cursor skip items.
 func (w *writeTx) dropPartition(partition int) error {
 	var doomed [][]byte
-	err := scan(w.b, []byte{tableUsers}, func(k, v []byte) error {
+	err := w.users.ForEach(func(k, v []byte) error {
 		if len(v) >= 4 && int(binary.BigEndian.Uint32(v)) == partition {
-			doomed = append(doomed, append([]byte{tableUsers}, k...))
+			doomed = append(doomed, bytes.Clone(k))
 		}
 		return nil
 	})
@@ -607,34 +493,46 @@ func (w *writeTx) dropPartition(partition int) error {
 		return err
 	}
 	for _, k := range doomed {
-		if _, err := w.remove(k); err != nil {
+		ws, user, ok := splitJoined(k)
+		if !ok {
+			return errors.New("corrupt users key")
+		}
+		if _, err := w.remove(ws, user); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// entryKey is the full key of one index entry, table byte first.
-type entryKey = []byte
+type entryKey struct {
+	which byte // 'e', 'a' or 'd'
+	key   []byte
+}
+
+func (k entryKey) bucket(w *writeTx) *bolt.Bucket {
+	switch k.which {
+	case 'e':
+		return w.ext
+	case 'a':
+		return w.alias
+	default:
+		return w.device
+	}
+}
 
 // entryKeys lists the index entries of a record, each key freshly allocated.
 func entryKeys(ws, user string, rec Record) []entryKey {
 	out := make([]entryKey, 0, 1+len(rec.Aliases)+len(rec.DeviceIDs))
 	if rec.ExternalID != "" {
-		out = append(out, tableKey(tableExt, ws, rec.ExternalID, user))
+		out = append(out, entryKey{'e', joinKey(nil, ws, rec.ExternalID, user)})
 	}
 	for _, a := range rec.Aliases {
-		out = append(out, tableKey(tableAlias, ws, a.Label, a.Name, user))
+		out = append(out, entryKey{'a', joinKey(nil, ws, a.Label, a.Name, user)})
 	}
 	for _, d := range rec.DeviceIDs {
-		out = append(out, tableKey(tableDevice, ws, d, user))
+		out = append(out, entryKey{'d', joinKey(nil, ws, d, user)})
 	}
 	return out
-}
-
-// tableKey is the key of parts in table t.
-func tableKey(t byte, parts ...string) []byte {
-	return joinKey([]byte{t}, parts...)
 }
 
 func storedRecord(v []byte) (Record, error) {
@@ -702,20 +600,17 @@ type Lookup interface {
 	LookupDevice(workspace, id string) (userID string, identified, found bool)
 }
 
-// View runs fn with a Lookup over one consistent snapshot of the index,
-// however many lookups fn makes. The Lookup is valid only inside fn and only
-// for one goroutine.
+// View runs fn with a Lookup over one consistent snapshot of the index: one
+// read transaction, however many lookups fn makes. The Lookup is valid only
+// inside fn and only for one goroutine.
 func (x *Index) View(fn func(Lookup) error) error {
-	l, err := x.newLookup()
-	if err != nil {
-		return err
-	}
-	defer l.close()
-	return fn(l)
+	return x.db.View(func(tx *bolt.Tx) error {
+		return fn(newLookup(tx))
+	})
 }
 
-// LookupExternalID is a single lookup over its own snapshot; batches should
-// use View.
+// LookupExternalID is a single lookup in its own read transaction; batches
+// should use View.
 func (x *Index) LookupExternalID(workspace, id string) (userID string, identified, found bool) {
 	_ = x.View(func(l Lookup) error {
 		userID, identified, found = l.LookupExternalID(workspace, id)
@@ -724,7 +619,7 @@ func (x *Index) LookupExternalID(workspace, id string) (userID string, identifie
 	return userID, identified, found
 }
 
-// LookupAlias is a single lookup over its own snapshot.
+// LookupAlias is a single lookup in its own read transaction.
 func (x *Index) LookupAlias(workspace, name, label string) (userID string, identified, found bool) {
 	_ = x.View(func(l Lookup) error {
 		userID, identified, found = l.LookupAlias(workspace, name, label)
@@ -733,7 +628,7 @@ func (x *Index) LookupAlias(workspace, name, label string) (userID string, ident
 	return userID, identified, found
 }
 
-// LookupDevice is a single lookup over its own snapshot.
+// LookupDevice is a single lookup in its own read transaction.
 func (x *Index) LookupDevice(workspace, id string) (userID string, identified, found bool) {
 	_ = x.View(func(l Lookup) error {
 		userID, identified, found = l.LookupDevice(workspace, id)
@@ -742,34 +637,28 @@ func (x *Index) LookupDevice(workspace, id string) (userID string, identified, f
 	return userID, identified, found
 }
 
-// txLookup reuses one iterator and one key buffer for all lookups over a
-// snapshot, so a lookup allocates only the user id it returns.
+// txLookup reuses one cursor per index and one key buffer for all lookups
+// of a transaction, so a lookup allocates only the user id it returns.
 type txLookup struct {
-	snap *pebble.Snapshot
-	it   *pebble.Iterator
-	buf  []byte
-	err  error // the first failure of the iterator, reported by close
+	ext, alias, device *bolt.Cursor
+	users              *bolt.Bucket // for LookupUser (reverse.go)
+	buf                []byte
 }
 
-func (x *Index) newLookup() (*txLookup, error) {
-	snap := x.db.NewSnapshot()
-	it, err := snap.NewIter(nil)
-	if err != nil {
-		_ = snap.Close()
-		return nil, fmt.Errorf("identities: read index: %w", err)
+func newLookup(tx *bolt.Tx) *txLookup {
+	return &txLookup{
+		ext:    tx.Bucket(bucketExt).Cursor(),
+		alias:  tx.Bucket(bucketAlias).Cursor(),
+		device: tx.Bucket(bucketDevice).Cursor(),
+		users:  tx.Bucket(bucketUsers),
+		buf:    make([]byte, 0, 256),
 	}
-	return &txLookup{snap: snap, it: it, buf: make([]byte, 0, 256)}, nil
 }
 
-func (l *txLookup) close() {
-	_ = l.it.Close()
-	_ = l.snap.Close()
-}
-
-// prefix builds the key prefix of parts in table t, or reports false for
-// parts that cannot occur in the index (empty, or containing NUL).
-func (l *txLookup) prefix(t byte, parts ...string) bool {
-	l.buf = append(l.buf[:0], t)
+// prefix builds the key prefix of parts, or reports false for parts that
+// cannot occur in the index (empty, or containing NUL).
+func (l *txLookup) prefix(parts ...string) bool {
+	l.buf = l.buf[:0]
 	for _, p := range parts {
 		if p == "" || strings.IndexByte(p, 0) >= 0 {
 			return false
@@ -780,67 +669,49 @@ func (l *txLookup) prefix(t byte, parts ...string) bool {
 	return true
 }
 
-// seek positions the iterator at the first key under the prefix and reports
-// whether there is one.
-func (l *txLookup) seek() bool {
-	if !l.it.SeekGE(l.buf) {
-		l.noteErr()
-		return false
-	}
-	return bytes.HasPrefix(l.it.Key(), l.buf)
-}
-
-func (l *txLookup) noteErr() {
-	if err := l.it.Error(); err != nil && l.err == nil {
-		l.err = err
-	}
-}
-
 // first returns the entry with the smallest user id under the prefix, which
 // is the same choice on every instance when an id is claimed twice.
-func (l *txLookup) first() (string, bool, bool) {
-	if !l.seek() || len(l.it.Key()) == len(l.buf) {
+func (l *txLookup) first(c *bolt.Cursor) (string, bool, bool) {
+	k, v := c.Seek(l.buf)
+	if k == nil || !bytes.HasPrefix(k, l.buf) || len(k) == len(l.buf) {
 		return "", false, false
 	}
-	v := l.it.Value()
-	return string(l.it.Key()[len(l.buf):]), len(v) > 0 && v[0]&flagIdentified != 0, true
+	return string(k[len(l.buf):]), len(v) > 0 && v[0]&flagIdentified != 0, true
 }
 
 func (l *txLookup) LookupExternalID(workspace, id string) (string, bool, bool) {
-	if !l.prefix(tableExt, workspace, id) {
+	if !l.prefix(workspace, id) {
 		return "", false, false
 	}
-	return l.first()
+	return l.first(l.ext)
 }
 
 func (l *txLookup) LookupAlias(workspace, name, label string) (string, bool, bool) {
-	if !l.prefix(tableAlias, workspace, label, name) {
+	if !l.prefix(workspace, label, name) {
 		return "", false, false
 	}
-	return l.first()
+	return l.first(l.alias)
 }
 
 func (l *txLookup) LookupDevice(workspace, id string) (string, bool, bool) {
-	if !l.prefix(tableDevice, workspace, id) {
+	if !l.prefix(workspace, id) {
 		return "", false, false
 	}
-	identifiedUser := ""
-	for ok := l.seek(); ok && bytes.HasPrefix(l.it.Key(), l.buf); ok = l.it.Next() {
-		user := l.it.Key()[len(l.buf):]
+	var identifiedUser []byte
+	for k, v := l.device.Seek(l.buf); k != nil && bytes.HasPrefix(k, l.buf); k, v = l.device.Next() {
+		user := k[len(l.buf):]
 		if len(user) == 0 {
 			continue
 		}
-		if v := l.it.Value(); len(v) == 0 || v[0]&flagIdentified == 0 {
+		if len(v) == 0 || v[0]&flagIdentified == 0 {
 			return string(user), false, true
 		}
-		if identifiedUser == "" {
-			// The iterator's key is valid only until it moves.
-			identifiedUser = string(user)
+		if identifiedUser == nil {
+			identifiedUser = user
 		}
 	}
-	l.noteErr()
-	if identifiedUser != "" {
-		return identifiedUser, true, true
+	if identifiedUser != nil {
+		return string(identifiedUser), true, true
 	}
 	return "", false, false
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // feed builds topic messages for Index.Apply, numbering offsets from 0.
@@ -399,15 +401,17 @@ func TestIndexSecondOpenTimesOut(t *testing.T) {
 func dumpIndex(t *testing.T, x *Index) string {
 	t.Helper()
 	var b strings.Builder
-	var err error
-	for _, t := range []byte{tableMeta, tableUsers, tableExt, tableAlias, tableDevice} {
-		if err = scan(x.db, []byte{t}, func(k, v []byte) error {
-			fmt.Fprintf(&b, "%c %q=%q\n", t, k, v)
-			return nil
-		}); err != nil {
-			break
+	err := x.db.View(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketUsers, bucketExt, bucketAlias, bucketDevice} {
+			if err := tx.Bucket(name).ForEach(func(k, v []byte) error {
+				fmt.Fprintf(&b, "%s %q=%q\n", name, k, v)
+				return nil
+			}); err != nil {
+				return err
+			}
 		}
-	}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,8 +485,8 @@ func TestIndexBatchEqualsOneByOne(t *testing.T) {
 }
 
 // The user count Users reads from memory is the one the commits stored,
-// also when the tails of several partitions apply concurrently, and after
-// a reopen.
+// also when the tails of several partitions commit together in one batch
+// and their commit handlers race, and after a reopen.
 func TestIndexUsersFollowsConcurrentCommits(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), FileName)
@@ -505,11 +509,13 @@ func TestIndexUsersFollowsConcurrentCommits(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	v, err := get(x.db, keyUsers)
-	if err != nil {
+	var stored int64
+	if err := x.db.View(func(tx *bolt.Tx) error {
+		stored = int64(readU64(tx.Bucket(bucketMeta).Get(keyUsers)))
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	stored := int64(readU64(v))
 	if got := x.Users(); got != stored || got != partitions*perPartition {
 		t.Errorf("Users() = %d, stored %d, want %d", got, stored, partitions*perPartition)
 	}

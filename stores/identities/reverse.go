@@ -2,6 +2,8 @@ package identities
 
 import (
 	"fmt"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // UserLookup is a Lookup that also answers the reverse question: which ids
@@ -18,12 +20,9 @@ type UserLookup interface {
 // ViewUsers is View with a UserLookup: one read transaction over one
 // consistent snapshot, valid only inside fn and for one goroutine.
 func (x *Index) ViewUsers(fn func(UserLookup) error) error {
-	l, err := x.newLookup()
-	if err != nil {
-		return err
-	}
-	defer l.close()
-	return fn(l)
+	return x.db.View(func(tx *bolt.Tx) error {
+		return fn(newLookup(tx))
+	})
 }
 
 // LookupUser is a single reverse lookup in its own read transaction;
@@ -46,14 +45,11 @@ func (d *Directory) LookupUser(workspace, userID string) (Record, bool, error) {
 }
 
 func (l *txLookup) LookupUser(workspace, userID string) (Record, bool, error) {
-	if !l.prefix(tableUsers, workspace, userID) {
+	if !l.prefix(workspace, userID) {
 		return Record{}, false, nil
 	}
 	// prefix ends every part with NUL; a users key has none after the id.
-	v, err := get(l.snap, l.buf[:len(l.buf)-1])
-	if err != nil {
-		return Record{}, false, fmt.Errorf("identities: read the record of a user in workspace %s: %w", truncate(workspace), err)
-	}
+	v := l.users.Get(l.buf[:len(l.buf)-1])
 	if v == nil {
 		return Record{}, false, nil
 	}
