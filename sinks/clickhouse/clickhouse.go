@@ -188,12 +188,17 @@ func (s *Sink) exec(ctx context.Context, query string) error {
 
 // queryContext adds the settings every statement needs. With a cluster,
 // inserts into Distributed tables return only once every shard has its rows,
-// instead of once they are queued on the local disk.
+// instead of once they are queued on the local disk. Replicated tables also
+// drop a block identical to one inserted before, and then skip the views
+// over it too: a retry after the history row was written but a view's insert
+// failed would leave the derived rows out for good. Every table is a
+// ReplacingMergeTree keyed so that a repeated block collapses anyway, so the
+// block check is turned off.
 func (s *Sink) queryContext(ctx context.Context) context.Context {
 	if s.cfg.Cluster == "" {
 		return ctx
 	}
-	return ch.Context(ctx, ch.WithSettings(ch.Settings{"insert_distributed_sync": 1}))
+	return ch.Context(ctx, ch.WithSettings(ch.Settings{"insert_distributed_sync": 1, "insert_deduplicate": 0}))
 }
 
 func firstLine(q string) string {

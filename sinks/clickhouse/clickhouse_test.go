@@ -65,7 +65,11 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first migrate: %v", err)
 	}
-	want := chsink.MigrationResult{From: 0, To: chsink.SchemaVersion(), Applied: []uint32{1}}
+	var every []uint32
+	for v := range chsink.SchemaVersion() {
+		every = append(every, v+1)
+	}
+	want := chsink.MigrationResult{From: 0, To: chsink.SchemaVersion(), Applied: every}
 	if !reflect.DeepEqual(first, want) {
 		t.Errorf("first migrate = %+v, want %+v", first, want)
 	}
@@ -78,8 +82,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Errorf("second migrate = %+v, want %+v", second, want)
 	}
 
-	if n := count(t, conn, "SELECT count() FROM `"+db+"`.schema_migrations"); n != 1 {
-		t.Errorf("schema_migrations has %d rows, want 1", n)
+	if n := count(t, conn, "SELECT count() FROM `"+db+"`.schema_migrations"); n != uint64(len(every)) {
+		t.Errorf("schema_migrations has %d rows, want %d", n, len(every))
 	}
 	rows, err := conn.Query(testkit.DetachedContext(t, 60*time.Second), "SELECT name, engine FROM system.tables WHERE database = ? ORDER BY name", db)
 	if err != nil {
@@ -95,8 +99,9 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		got = append(got, name+":"+engine)
 	}
 	wantTables := []string{
-		"cohorts:ReplacingMergeTree", "data_points:ReplacingMergeTree", "import_rejections:ReplacingMergeTree",
-		"membership:ReplacingMergeTree", "membership_changes:ReplacingMergeTree", "schema_migrations:ReplacingMergeTree",
+		"cohorts:ReplacingMergeTree", "data_points:ReplacingMergeTree", "data_points_from_changes:MaterializedView",
+		"import_rejections:ReplacingMergeTree", "membership:ReplacingMergeTree", "membership_changes:ReplacingMergeTree",
+		"membership_from_changes:MaterializedView", "schema_migrations:ReplacingMergeTree",
 	}
 	if !slices.Equal(got, wantTables) {
 		t.Errorf("tables = %v, want %v", got, wantTables)
@@ -195,8 +200,14 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 		t.Errorf("after merge:\n got %+v\nwant %+v", merged, once)
 	}
 
-	if got := metric(t, reg, "cohortsync_clickhouse_rows_written_total", "data_points"); got != 14 {
-		t.Errorf("rows_written_total{table=data_points} = %v, want 14", got)
+	// The sink sends each change once, as history; the views derive the rest.
+	if got := metric(t, reg, "cohortsync_clickhouse_rows_written_total", "membership_changes"); got != 14 {
+		t.Errorf("rows_written_total{table=membership_changes} = %v, want 14", got)
+	}
+	for _, table := range []string{"membership", "data_points"} {
+		if got := metric(t, reg, "cohortsync_clickhouse_rows_written_total", table); got != 0 {
+			t.Errorf("rows_written_total{table=%s} = %v, want 0: the server derives those rows", table, got)
+		}
 	}
 }
 
@@ -291,4 +302,81 @@ func TestWriteEmptyOutput(t *testing.T) {
 	if err := s.Healthy(); err != nil {
 		t.Errorf("Healthy() = %v", err)
 	}
+}
+
+// TestUpgradeToDerivedRows migrates a database that a release before the
+// views made (schema version 1, with the rows that release wrote into all
+// three tables) and writes through the views: the old rows answer as before,
+// new changes reach membership and data_points, and the copies an older
+// release still sends alongside the views' rows count once.
+func TestUpgradeToDerivedRows(t *testing.T) {
+	t.Parallel()
+	addr, db := chtest.NewDatabase(t)
+	conn := chtest.Open(t, addr)
+	ctx := testkit.DetachedContext(t, 60*time.Second)
+	cfg := chsink.DefaultConfig()
+	cfg.Addr, cfg.Database = addr, db
+	var views int
+	for _, stmt := range chsink.Statements(cfg) {
+		if strings.HasPrefix(stmt, "CREATE MATERIALIZED VIEW") {
+			views++
+			continue
+		}
+		if err := conn.Exec(ctx, stmt); err != nil {
+			t.Fatalf("version 1 schema: %v\n%s", err, stmt)
+		}
+	}
+	if views != 2 {
+		t.Fatalf("statements hold %d views, want 2", views)
+	}
+	q := "`" + db + "`."
+	// INSERT ... SELECT: clickhouse-go sends VALUES only as a batch.
+	for _, stmt := range []string{
+		"INSERT INTO " + q + "schema_migrations (version, name, applied_at) SELECT 1, 'initial tables', now()",
+		// What the release before wrote for one change: a row in each table.
+		"INSERT INTO " + q + "membership_changes (workspace, partner, cohort_id, user_id, id_kind, id_value, is_member, version, record_id, position, event_time, received_at, partition, offset) SELECT 'ws', 'mixpanel', 'c', 'old', 'external_id', 'old', 1, 1, 'r0', 0, toDateTime('2026-03-14 08:00:00'), toDateTime('2026-03-14 08:00:00'), 0, 0",
+		"INSERT INTO " + q + "data_points (workspace, day, partner, cohort_id, record_id, position, user_id, is_member, version, received_at) SELECT 'ws', toDate('2026-03-14'), 'mixpanel', 'c', 'r0', 0, 'old', 1, 1, toDateTime('2026-03-14 08:00:00')",
+		"INSERT INTO " + q + "membership (workspace, partner, cohort_id, user_id, is_member, version, updated_at, record_id) SELECT 'ws', 'mixpanel', 'c', 'old', 1, 1, toDateTime('2026-03-14 08:00:00'), 'r0'",
+	} {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%v\n%s", err, stmt)
+		}
+	}
+
+	s, _ := newSinkAt(t, addr, db) // migrates
+	out := output(t, []record{{"ws", "mixpanel", "c", "r1", 10, day1, concat(adds("u1", "u2"), removes("u3"))}}, nil, nil)
+	if err := s.Write(ctx, out); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		members, err := s.Members(ctx, "ws", "mixpanel", "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"old", "u1", "u2"}; !slices.Equal(members, want) {
+			t.Errorf("%s: members = %v, want %v", when, members, want)
+		}
+		totals, err := s.DataPointTotals(ctx, "ws")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []chsink.DataPointTotal{{Partner: "mixpanel", CohortID: "c", Day: time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC), Adds: 3, Removes: 1, Total: 4}}
+		if !reflect.DeepEqual(totals, want) {
+			t.Errorf("%s: data points = %+v, want %+v", when, totals, want)
+		}
+	}
+	check("after the upgrade")
+	if n := count(t, conn, "SELECT toUInt64(max(version)) FROM "+q+"schema_migrations"); n != uint64(chsink.SchemaVersion()) {
+		t.Errorf("schema version = %d, want %d", n, chsink.SchemaVersion())
+	}
+
+	// An older release, still running beside this one during a rolling
+	// upgrade, writes the state and data point rows itself as well.
+	for _, table := range []string{"membership", "data_points"} {
+		if err := conn.Exec(ctx, "INSERT INTO "+q+table+" SELECT * FROM "+q+table); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("with an older release's copies")
 }

@@ -127,6 +127,35 @@ var (
 	}
 )
 
+// view is a materialized view that derives one table from another: every
+// block inserted into from is also inserted, through a SELECT, into to. The
+// sink then sends each change once, as a history row, and the server writes
+// the state and data point rows from the same block, where sending all three
+// cost the client a second and third encoding and the server a second and
+// third parse of the same values.
+type view struct {
+	name     string
+	from, to table
+	// derived gives the SELECT expression of each column of to that from
+	// does not have under the same name; the others are copied.
+	derived map[string]string
+}
+
+var (
+	// membership: each change is the user's state at its version; the
+	// state's updated_at is the change's event time.
+	membershipView = view{
+		name: "membership_from_changes", from: membershipChangesTable, to: membershipTable,
+		derived: map[string]string{"updated_at": "event_time"},
+	}
+	// data_points: each change is one billable assignment, on its UTC landing
+	// day whatever the server's time zone.
+	dataPointsView = view{
+		name: "data_points_from_changes", from: membershipChangesTable, to: dataPointsTable,
+		derived: map[string]string{"day": "toDate(received_at, 'UTC')"},
+	}
+)
+
 // migration is one step of the schema. Steps are applied in order, each at
 // most once per database; their statements must be safe to run again (IF NOT
 // EXISTS, ADD COLUMN IF NOT EXISTS), because a step interrupted before it was
@@ -149,6 +178,17 @@ var migrations = []migration{
 				out = append(out, l.createTable(t)...)
 			}
 			return out
+		},
+	},
+	{
+		// Before this step the sink inserted every change into all three
+		// tables. A release from before it writes them still: the rows the
+		// views add then are copies of the same keys and versions, which
+		// ReplacingMergeTree collapses.
+		version: 2,
+		name:    "derive membership and data points from the history",
+		statements: func(l layout) []string {
+			return []string{l.createView(membershipView), l.createView(dataPointsView)}
 		},
 	},
 }
@@ -227,6 +267,27 @@ func (l layout) createStorage(name, cols string, t table, engine string) string 
 	}
 	b.WriteString("\nORDER BY (" + t.orderBy + ")")
 	return b.String()
+}
+
+// createView returns the statement that creates v. With a cluster the view
+// reads and writes the local tables of each shard: the Distributed tables
+// share one sharding key, so a change and the rows derived from it land on
+// the same shard.
+func (l layout) createView(v view) string {
+	exprs := make([]string, len(v.to.columns))
+	for i, c := range v.to.columns {
+		if e, ok := v.derived[c.name]; ok {
+			exprs[i] = e + " AS " + quote(c.name)
+		} else {
+			exprs[i] = quote(c.name)
+		}
+	}
+	from, to := v.from.name, v.to.name
+	if l.cluster != "" {
+		from, to = from+localSuffix, to+localSuffix
+	}
+	return fmt.Sprintf("CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s AS SELECT %s FROM %s",
+		l.qualified(v.name), l.onCluster(), l.qualified(to), strings.Join(exprs, ", "), l.qualified(from))
 }
 
 // insertQuery is the INSERT with an explicit column list that PrepareBatch

@@ -58,21 +58,13 @@ func (s *Sink) inserts(out *pipeline.Output) ([]insert, error) {
 		if err != nil {
 			return nil, err
 		}
-		ins = append(ins,
-			insert{table: membershipChangesTable, rows: c.n, columns: []any{
-				c.workspace, c.partner, c.cohortID, c.userID, c.idKind, c.idValue,
-				c.isMember, c.version, c.recordID, c.position, c.eventTime, c.receivedAt,
-				c.partition, c.offset,
-			}},
-			insert{table: dataPointsTable, rows: c.n, columns: []any{
-				c.workspace, c.day, c.partner, c.cohortID, c.recordID, c.position,
-				c.userID, c.isMember, c.version, c.receivedAt,
-			}},
-			insert{table: membershipTable, rows: c.n, columns: []any{
-				c.workspace, c.partner, c.cohortID, c.userID, c.isMember, c.version,
-				c.eventTime, c.recordID,
-			}},
-		)
+		// One row per change: the views of schema step 2 derive the
+		// membership and data_points rows from it inside the server.
+		ins = append(ins, insert{table: membershipChangesTable, rows: c.n, columns: []any{
+			c.workspace, c.partner, c.cohortID, c.userID, c.idKind, c.idValue,
+			c.isMember, c.version, c.recordID, c.position, c.eventTime, c.receivedAt,
+			c.partition, c.offset,
+		}})
 	}
 	if in, ok := cohortsInsert(out.Cohorts); ok {
 		ins = append(ins, in)
@@ -151,8 +143,7 @@ func (s *Sink) insertOnce(ctx context.Context, in insert) (err error) {
 	return nil
 }
 
-// changeColumns is a ChangesSchema batch as the slices the inserts append,
-// plus the derived landing day.
+// changeColumns is a ChangesSchema batch as the slices the insert appends.
 type changeColumns struct {
 	n                                    int
 	workspace, partner, cohortID, userID []string
@@ -161,7 +152,6 @@ type changeColumns struct {
 	version                              []uint64
 	position                             []uint32
 	eventTime, receivedAt                []int64 // unix seconds, for DateTime
-	day                                  []time.Time
 	partition                            []int32
 	offset                               []int64
 }
@@ -210,10 +200,6 @@ func changeColumnsOf(rec arrow.RecordBatch) (c changeColumns, err error) {
 		receivedAt: secs(schemas.ColReceivedAt),
 		partition:  rec.Column(schemas.ColPartition).(*array.Int32).Int32Values(),
 		offset:     rec.Column(schemas.ColOffset).(*array.Int64).Int64Values(),
-	}
-	c.day = make([]time.Time, n)
-	for j, sec := range c.receivedAt {
-		c.day[j] = time.Unix(sec-sec%86400, 0).UTC()
 	}
 	return c, nil
 }
