@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,7 +44,7 @@ func cohortsyncRound(ctx context.Context, conn driver.Conn, env roundEnv, round 
 		return result{}, err
 	}
 	defer sp.log.Close()
-	cmd, exited, stop, logFile := sp.cmd, sp.exited, sp.stop, sp.log
+	cmd, stop, logFile := sp.cmd, sp.stop, sp.log
 	readyAt := time.Since(start)
 	ownReady, err := sample(cmd.Process.Pid)
 	if err != nil {
@@ -69,8 +70,8 @@ func cohortsyncRound(ctx context.Context, conn driver.Conn, env roundEnv, round 
 			return result{}, fmt.Errorf("cohortsync: not committed after %s (log: %s)", env.timeout, logFile.Name())
 		}
 		select {
-		case err := <-exited:
-			return result{}, fmt.Errorf("cohortsync exited: %v (log: %s)", err, logFile.Name())
+		case <-sp.done:
+			return result{}, fmt.Errorf("cohortsync exited: %v (log: %s)", sp.err, logFile.Name())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -105,9 +106,13 @@ func cohortsyncRound(ctx context.Context, conn driver.Conn, env roundEnv, round 
 
 // serveProc is a running `cohortsync serve`.
 type serveProc struct {
-	cmd    *exec.Cmd
-	exited <-chan error
-	log    *os.File
+	cmd *exec.Cmd
+	log *os.File
+	// done is closed once the process has exited, with its error in err, so
+	// that a round's wait and its stop can both see it.
+	done chan struct{}
+	err  error
+	once sync.Once // a round may stop the process before its deferred stop
 }
 
 // resetServe drops database db, the stream's consumer group and dataDir, so
@@ -146,10 +151,12 @@ func launchServe(ctx context.Context, env roundEnv, db, dataDir string) (*serveP
 		logFile.Close()
 		return nil, fmt.Errorf("cohortsync: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	sp := &serveProc{cmd: cmd, exited: exited, log: logFile}
-	if err := waitReady(ctx, httpAddr, exited, env.timeout); err != nil {
+	sp := &serveProc{cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() {
+		sp.err = cmd.Wait()
+		close(sp.done)
+	}()
+	if err := waitReady(ctx, httpAddr, sp, env.timeout); err != nil {
 		sp.stop()
 		logFile.Close()
 		return nil, fmt.Errorf("cohortsync: %w (log: %s)", err, logFile.Name())
@@ -159,13 +166,15 @@ func launchServe(ctx context.Context, env roundEnv, db, dataDir string) (*serveP
 
 // stop asks the process to end and kills it if it has not after 30 s.
 func (sp *serveProc) stop() {
-	_ = sp.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-sp.exited:
-	case <-time.After(30 * time.Second):
-		_ = sp.cmd.Process.Kill()
-		<-sp.exited
-	}
+	sp.once.Do(func() {
+		_ = sp.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-sp.done:
+		case <-time.After(30 * time.Second):
+			_ = sp.cmd.Process.Kill()
+			<-sp.done
+		}
+	})
 }
 
 // committedAll reports whether the stream's group has committed the end of
@@ -190,7 +199,7 @@ func committedAll(ctx context.Context, env roundEnv) (bool, error) {
 // waitReady polls /health/pipeline until it answers 200: the stream side is
 // up (the identity directory replicated), which /readyz, the ingest
 // readiness, does not wait for.
-func waitReady(ctx context.Context, addr string, exited <-chan error, timeout time.Duration) error {
+func waitReady(ctx context.Context, addr string, sp *serveProc, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + addr + "/health/pipeline")
@@ -201,8 +210,8 @@ func waitReady(ctx context.Context, addr string, exited <-chan error, timeout ti
 			}
 		}
 		select {
-		case err := <-exited:
-			return fmt.Errorf("exited before ready: %v", err)
+		case <-sp.done:
+			return fmt.Errorf("exited before ready: %v", sp.err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
