@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,57 +29,22 @@ var streamGroup = kafka.DefaultGroupConfig().GroupID
 // has written the batch, so that is the end to end figure.
 func cohortsyncRound(ctx context.Context, conn driver.Conn, env roundEnv, round int) (result, error) {
 	db := fmt.Sprintf("peers_cohortsync_%d", round)
-	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
-		return result{}, fmt.Errorf("cohortsync: %w", err)
-	}
-	if err := deleteGroup(ctx, env.client, streamGroup); err != nil {
-		return result{}, err
-	}
 	dataDir := filepath.Join(env.tmp, fmt.Sprintf("cohortsync-%d", round))
-	if err := os.RemoveAll(dataDir); err != nil {
+	if err := resetServe(ctx, conn, env, db, dataDir); err != nil {
 		return result{}, err
 	}
-	httpAddr, err := freeAddr()
-	if err != nil {
-		return result{}, err
-	}
-	logFile, err := os.Create(dataDir + ".log")
-	if err != nil {
-		return result{}, err
-	}
-	defer logFile.Close()
-	cmd := exec.CommandContext(ctx, env.binary, "serve",
-		"--data-dir", dataDir, "--http-addr", httpAddr,
-		"--kafka-brokers", env.brokerAddr,
-		"--clickhouse-addr", env.clickhouseAddr, "--clickhouse-database", db,
-		"--log-level", "warn")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), "COHORTSYNC_DEBUG_ADDR="+env.debugAddr)
 	before, err := sample(env.serverPid)
 	if err != nil {
 		return result{}, err
 	}
 	rssReset := resetPeakRSS(env.serverPid)
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return result{}, fmt.Errorf("cohortsync: %w", err)
+	sp, err := launchServe(ctx, env, db, dataDir)
+	if err != nil {
+		return result{}, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}
-
-	if err := waitReady(ctx, httpAddr, exited, env.timeout); err != nil {
-		stop()
-		return result{}, fmt.Errorf("cohortsync: %w (log: %s)", err, logFile.Name())
-	}
+	defer sp.log.Close()
+	cmd, stop, logFile := sp.cmd, sp.stop, sp.log
 	readyAt := time.Since(start)
 	ownReady, err := sample(cmd.Process.Pid)
 	if err != nil {
@@ -104,8 +70,8 @@ func cohortsyncRound(ctx context.Context, conn driver.Conn, env roundEnv, round 
 			return result{}, fmt.Errorf("cohortsync: not committed after %s (log: %s)", env.timeout, logFile.Name())
 		}
 		select {
-		case err := <-exited:
-			return result{}, fmt.Errorf("cohortsync exited: %v (log: %s)", err, logFile.Name())
+		case <-sp.done:
+			return result{}, fmt.Errorf("cohortsync exited: %v (log: %s)", sp.err, logFile.Name())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -138,6 +104,79 @@ func cohortsyncRound(ctx context.Context, conn driver.Conn, env roundEnv, round 
 	}, nil
 }
 
+// serveProc is a running `cohortsync serve`.
+type serveProc struct {
+	cmd *exec.Cmd
+	log *os.File
+	// done is closed once the process has exited, with its error in err, so
+	// that a round's wait and its stop can both see it.
+	done chan struct{}
+	err  error
+	once sync.Once // a round may stop the process before its deferred stop
+}
+
+// resetServe drops database db, the stream's consumer group and dataDir, so
+// that the next launchServe starts from nothing. It is apart from the launch
+// so that a round's clock and CPU figures leave it out.
+func resetServe(ctx context.Context, conn driver.Conn, env roundEnv, db, dataDir string) error {
+	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
+		return fmt.Errorf("cohortsync: %w", err)
+	}
+	if err := deleteGroup(ctx, env.client, streamGroup); err != nil {
+		return err
+	}
+	return os.RemoveAll(dataDir)
+}
+
+// launchServe starts `cohortsync serve` against the broker and ClickHouse on
+// database db and dataDir, and returns once its stream runs
+// (/health/pipeline 200). The caller closes log and calls stop.
+func launchServe(ctx context.Context, env roundEnv, db, dataDir string) (*serveProc, error) {
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(dataDir + ".log")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, env.binary, "serve",
+		"--data-dir", dataDir, "--http-addr", httpAddr,
+		"--kafka-brokers", env.brokerAddr,
+		"--clickhouse-addr", env.clickhouseAddr, "--clickhouse-database", db,
+		"--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), "COHORTSYNC_DEBUG_ADDR="+env.debugAddr)
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("cohortsync: %w", err)
+	}
+	sp := &serveProc{cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() {
+		sp.err = cmd.Wait()
+		close(sp.done)
+	}()
+	if err := waitReady(ctx, httpAddr, sp, env.timeout); err != nil {
+		sp.stop()
+		logFile.Close()
+		return nil, fmt.Errorf("cohortsync: %w (log: %s)", err, logFile.Name())
+	}
+	return sp, nil
+}
+
+// stop asks the process to end and kills it if it has not after 30 s.
+func (sp *serveProc) stop() {
+	sp.once.Do(func() {
+		_ = sp.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-sp.done:
+		case <-time.After(30 * time.Second):
+			_ = sp.cmd.Process.Kill()
+			<-sp.done
+		}
+	})
+}
+
 // committedAll reports whether the stream's group has committed the end of
 // every partition of the landing topic.
 func committedAll(ctx context.Context, env roundEnv) (bool, error) {
@@ -160,7 +199,7 @@ func committedAll(ctx context.Context, env roundEnv) (bool, error) {
 // waitReady polls /health/pipeline until it answers 200: the stream side is
 // up (the identity directory replicated), which /readyz, the ingest
 // readiness, does not wait for.
-func waitReady(ctx context.Context, addr string, exited <-chan error, timeout time.Duration) error {
+func waitReady(ctx context.Context, addr string, sp *serveProc, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + addr + "/health/pipeline")
@@ -171,8 +210,8 @@ func waitReady(ctx context.Context, addr string, exited <-chan error, timeout ti
 			}
 		}
 		select {
-		case err := <-exited:
-			return fmt.Errorf("exited before ready: %v", err)
+		case <-sp.done:
+			return fmt.Errorf("exited before ready: %v", sp.err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):

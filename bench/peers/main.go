@@ -4,6 +4,11 @@
 // For each round it reports rows per second, the CPU-seconds per million
 // changes of each process (read from /proc) and peak resident memory.
 //
+// With --sustain it instead streams records at a steady --rate to one
+// `cohortsync serve` and samples ClickHouse's system.parts every second: the
+// peak of active parts per partition, against parts_to_throw_insert, and
+// the group's lag, to show the consumer kept up.
+//
 // It needs a ClickHouse server on --clickhouse-addr on this machine (its
 // process is measured): bash scripts/clickhouse.sh up. `make bench-peers`
 // runs it. It is a benchmark: it reports, and fails only when a contender
@@ -30,6 +35,9 @@ import (
 
 	"github.com/cohortsync/cohortsync/kafka"
 )
+
+// sustainUsers is the identity directory of a sustained run unless --users says.
+const sustainUsers = 200_000
 
 type roundEnv struct {
 	work           workload
@@ -109,11 +117,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	binaryB := fs.String("cohortsync-b", "", "a second cohortsync binary, run after the first in every round (A/B)")
 	debugAddr := fs.String("debug-addr", "", "debug_addr of cohortsync, to take profiles during a round")
 	timeout := fs.Duration("timeout", 30*time.Minute, "longest a round may take")
+	var sc sustainConfig
+	fs.DurationVar(&sc.duration, "sustain", 0, "instead of a backlog, stream to one cohortsync serve for this long and report ClickHouse's parts (0: backlog rounds)")
+	fs.IntVar(&sc.rate, "rate", 20_000, "with --sustain: changes per second, in records of --ids ids")
+	fs.DurationVar(&sc.drain, "drain", 2*time.Minute, "with --sustain: longest wait after the stream for the group to catch up")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if w.users == 0 {
 		w.users = int(w.changes())
+		if sc.duration > 0 {
+			// The stream reuses the ids: a directory the size of the whole
+			// stream would only lengthen the catch-up before it.
+			w.users = sustainUsers
+		}
+	}
+	if sc.duration > 0 && (sc.rate < 1 || *only == "engine") {
+		return errors.New("--sustain needs a positive --rate and runs cohortsync only")
 	}
 	if w.messages < 1 || w.idsPerMessage < 1 || w.cohorts < 1 || w.users < 1 || *rounds < 1 {
 		return errors.New("--messages, --ids, --cohorts, --users and --rounds must be positive")
@@ -163,6 +183,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer env.client.Close()
 	env.topic = kcfg.Topics.Exports
+	if sc.duration > 0 {
+		logf("landing %d users on %s", w.users, addr)
+		if err := landIdentities(ctx, env.client, w, logf); err != nil {
+			return err
+		}
+		if env.ends, err = ends(ctx, env.client, env.topic, kcfg.Partitions); err != nil {
+			return err
+		}
+		r, err := sustainRound(ctx, conn, env, sc, logf)
+		if err != nil {
+			return fmt.Errorf("sustain: %w", err)
+		}
+		reportSustain(stdout, w, sc, r)
+		return nil
+	}
 	logf("landing %d records of %d ids over %d cohorts, %d users, on %s", w.messages, w.idsPerMessage, w.cohorts, w.users, addr)
 	if err := land(ctx, env.client, w, logf); err != nil {
 		return err

@@ -33,13 +33,13 @@ func (w workload) changes() int64 { return int64(w.messages) * int64(w.idsPerMes
 
 func externalID(i int) string { return fmt.Sprintf("x%09d", i) }
 
-// envelope is message i of the landing, as the partner API would have landed it.
-func (w workload) envelope(i int, base time.Time) schemas.Envelope {
+// envelope is message i of the landing, received at at, as the partner API
+// would have landed it.
+func (w workload) envelope(i int, at time.Time) schemas.Envelope {
 	ids := make([]string, w.idsPerMessage)
 	for j := range ids {
 		ids[j] = externalID((i*w.idsPerMessage + j) % w.users)
 	}
-	at := base.Add(time.Duration(i) * time.Millisecond)
 	return schemas.Envelope{
 		SchemaVersion: schemas.CurrentVersion,
 		RecordID:      fmt.Sprintf("r%09d", i),
@@ -71,6 +71,27 @@ func startBroker() (*kfake.Cluster, string, error) {
 
 // land writes the identity directory and the landing topic with acks=all.
 func land(ctx context.Context, client *kafka.Client, w workload, logf func(string, ...any)) error {
+	if err := landIdentities(ctx, client, w, logf); err != nil {
+		return err
+	}
+	topics := client.Config().Topics
+	start := time.Now()
+	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	err := writeAll(ctx, client.Writer(topics.Exports), w.messages, func(i int) (kafkago.Message, error) {
+		e := w.envelope(i, base.Add(time.Duration(i)*time.Millisecond))
+		v, err := schemas.Encode(e)
+		return kafkago.Message{Key: e.PartitionKey(), Value: v}, err
+	})
+	if err != nil {
+		return fmt.Errorf("land exports: %w", err)
+	}
+	logf("landed %d records (%d changes) in %.1f s", w.messages, w.changes(), time.Since(start).Seconds())
+	return nil
+}
+
+// landIdentities creates the topics and writes the identity directory, one
+// user per external id, with acks=all.
+func landIdentities(ctx context.Context, client *kafka.Client, w workload, logf func(string, ...any)) error {
 	if err := client.EnsureTopics(ctx, client.StandardTopics()); err != nil {
 		return err
 	}
@@ -85,17 +106,6 @@ func land(ctx context.Context, client *kafka.Client, w workload, logf func(strin
 		return fmt.Errorf("land identities: %w", err)
 	}
 	logf("landed %d users in %.1f s", w.users, time.Since(start).Seconds())
-	start = time.Now()
-	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	err = writeAll(ctx, client.Writer(topics.Exports), w.messages, func(i int) (kafkago.Message, error) {
-		e := w.envelope(i, base)
-		v, err := schemas.Encode(e)
-		return kafkago.Message{Key: e.PartitionKey(), Value: v}, err
-	})
-	if err != nil {
-		return fmt.Errorf("land exports: %w", err)
-	}
-	logf("landed %d records (%d changes) in %.1f s", w.messages, w.changes(), time.Since(start).Seconds())
 	return nil
 }
 
