@@ -60,6 +60,27 @@ type Config struct {
 	Snapshots  Snapshots    `yaml:"snapshots"`
 	Parquet    Parquet      `yaml:"parquet"`
 	Retention  Retention    `yaml:"retention"`
+	Stream     Stream       `yaml:"stream"`
+}
+
+// Stream configures how the stream cuts the landing topic into batches.
+// Each batch is one write to every sink and one offset commit, so a larger
+// batch costs less per change and makes its first change wait longer.
+type Stream struct {
+	// BatchMaxRecords, BatchMaxBytes and BatchMaxWait: a batch is handed on
+	// as soon as it holds this many records or bytes, or this long after
+	// its first record arrived.
+	BatchMaxRecords int           `yaml:"batch_max_records"`
+	BatchMaxBytes   int           `yaml:"batch_max_bytes"`
+	BatchMaxWait    time.Duration `yaml:"batch_max_wait"`
+}
+
+// GroupConfig is the stream's consumer-group configuration: the fixed
+// defaults with s's batch settings.
+func (s Stream) GroupConfig() kafka.GroupConfig {
+	g := kafka.DefaultGroupConfig()
+	g.BatchMaxRecords, g.BatchMaxBytes, g.BatchMaxWait = s.BatchMaxRecords, s.BatchMaxBytes, s.BatchMaxWait
+	return g
 }
 
 // Parquet configures the files of the Parquet trees under DATA_DIR/parquet.
@@ -184,7 +205,13 @@ func Default() Config {
 		Snapshots: Snapshots{Interval: 15 * time.Minute, Kept: 4},
 		Parquet:   Parquet{RollRows: 1_000_000, RollInterval: 5 * time.Minute},
 		Retention: Retention{Cutoff: "2010-01-01T00:00:00Z"},
+		Stream:    defaultStream(),
 	}
+}
+
+func defaultStream() Stream {
+	g := kafka.DefaultGroupConfig()
+	return Stream{BatchMaxRecords: g.BatchMaxRecords, BatchMaxBytes: g.BatchMaxBytes, BatchMaxWait: g.BatchMaxWait}
 }
 
 // newPartner is the starting point of a partner named in a file or an env var:

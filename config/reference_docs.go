@@ -61,6 +61,10 @@ func settingDocs() map[string]string {
 		"parquet.roll_rows":     "Acknowledged rows of one Kafka partition that wait in the staging area (`DATA_DIR/parquet/_staging`) before they are rolled into `changes/` and `datapoints/`, one file per Hive partition: the file size (Kafka Connect's `flush.size`, also per partition). A roll streams: it holds one row group (131,072 rows) per Hive partition it writes, whatever this is.",
 		"parquet.roll_interval": "Longest a staged row waits for its roll, so a slow stream still reaches the trees (Kafka Connect's `rotate.interval.ms`).",
 
+		"stream.batch_max_records": "Most landed records in one batch of the stream. A batch is one write to every sink and one offset commit.",
+		"stream.batch_max_bytes":   "Most bytes (keys and values) in one batch of the stream; also the size of one fetch.",
+		"stream.batch_max_wait":    "Longest the first record of a batch waits for others before the batch goes to the sinks: the main term of the time from a landing to its change being visible. Longer batches cost ClickHouse and the stream less per change (docs/PERFORMANCE.md, ClickHouse parts under a sustained stream).",
+
 		"retention.cutoff": "RFC 3339 instant: records with an earlier event time are dropped and counted under `retention`.",
 	}
 }

@@ -111,6 +111,13 @@ func (c Config) Validate() error {
 	if c.Parquet.RollInterval <= 0 {
 		p.addf("parquet.roll_interval", "must be positive, got %s", c.Parquet.RollInterval)
 	}
+	if err := c.Stream.GroupConfig().Validate(); err != nil {
+		// Only the batch settings come from the file; the group's own
+		// checks name them relative to the section.
+		for _, e := range unjoin(err) {
+			p = append(p, fmt.Errorf("stream.%w", e))
+		}
+	}
 	return errors.Join(p...)
 }
 

@@ -60,6 +60,15 @@ func TestValidate(t *testing.T) {
 			want:   []string{"shutdown_timeout: 0s, must be positive"},
 		},
 		{
+			name:   "stream batches",
+			change: func(c *Config) { c.Stream = Stream{BatchMaxRecords: 0, BatchMaxBytes: 10, BatchMaxWait: 0} },
+			want: []string{
+				"stream.batch_max_records: 0, must be at least 1",
+				"stream.batch_max_bytes: 10, must be at least 1024",
+				"stream.batch_max_wait: 0s, must be positive",
+			},
+		},
+		{
 			name:   "short admin token",
 			change: func(c *Config) { c.AdminToken = "secret" },
 			want:   []string{"admin_token: must be at least 16 characters"},

@@ -128,7 +128,7 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	}
 	src := opts.Source
 	if src == nil {
-		gs, err := core.Kafka.NewGroupSource(core.Kafka.Config().Topics.Exports, kafka.DefaultGroupConfig(), reg, log)
+		gs, err := core.Kafka.NewGroupSource(core.Kafka.Config().Topics.Exports, cfg.Stream.GroupConfig(), reg, log)
 		if err != nil {
 			return fail(fmt.Errorf("service: consumer group: %w", err))
 		}
