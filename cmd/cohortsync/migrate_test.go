@@ -1,26 +1,35 @@
 package main
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cohortsync/cohortsync/internal/chtest"
 	"github.com/cohortsync/cohortsync/internal/testkit"
+	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
 )
 
 func TestMigrateCommand(t *testing.T) {
 	t.Parallel()
 	addr, db := chtest.NewDatabase(t)
 
+	// Every step applies on a new database, in order.
+	v := chsink.SchemaVersion()
+	steps := make([]string, v)
+	for i := range steps {
+		steps[i] = strconv.Itoa(i + 1)
+	}
 	first := execute(t, testkit.Context(t, 10*time.Second), nil, nil, "migrate", "--clickhouse-addr", addr, "--clickhouse-database", db, "--log-level", "warn")
-	if first.code != exitOK || !strings.Contains(first.stdout, "schema version 0 -> 1 (applied [1])") {
+	if want := fmt.Sprintf("schema version 0 -> %d (applied [%s])", v, strings.Join(steps, " ")); first.code != exitOK || !strings.Contains(first.stdout, want) {
 		t.Fatalf("first migrate: exit %d, stdout %q, stderr %q", first.code, first.stdout, first.stderr)
 	}
 	// The environment names the server as well as the flag does.
 	env := map[string]string{"COHORTSYNC_CLICKHOUSE_ADDR": addr, "COHORTSYNC_CLICKHOUSE_DATABASE": db}
 	second := execute(t, testkit.Context(t, 10*time.Second), env, nil, "migrate", "--log-level", "warn")
-	if second.code != exitOK || !strings.Contains(second.stdout, "schema version 1, nothing to do") {
+	if want := fmt.Sprintf("schema version %d, nothing to do", v); second.code != exitOK || !strings.Contains(second.stdout, want) {
 		t.Fatalf("second migrate: exit %d, stdout %q, stderr %q", second.code, second.stdout, second.stderr)
 	}
 }
