@@ -206,6 +206,9 @@ type payloadWireV1 struct {
 // same result: a payload object whose fields of the record's kind are the
 // same either way, and fields of the other kind ignored.
 func decodeV1(data []byte) (Envelope, error) {
+	if e, ok := decodeV1Canonical(data); ok && e.Validate() == nil {
+		return e, nil
+	}
 	// encoding/json merges a repeated object key into one struct but keeps
 	// only the last of a repeated key of raw bytes, and it matches keys
 	// without regard to case; a record that may name its payload twice is

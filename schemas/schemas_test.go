@@ -532,3 +532,69 @@ func FuzzDecodeOnePassAgrees(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeCanonicalAgrees checks that whatever the canonical reading
+// accepts, the two-pass reading decodes to the same envelope.
+func FuzzDecodeCanonicalAgrees(f *testing.F) {
+	paths, _ := filepath.Glob(filepath.Join("testdata", "v1", "*.json"))
+	for _, p := range paths {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	at := time.Date(2026, 12, 4, 10, 11, 12, 345678000, time.UTC)
+	for _, p := range []CohortChangesPayload{
+		{CohortID: "c", Changes: []Change{}},
+		{CohortID: "c", Changes: []Change{{UserIDs: []string{"u1", "ü2", "\u2028x"}}, {DeviceIDs: []string{"d"}, ShouldRemove: true}}},
+		{CohortID: "c", Changes: []Change{{Aliases: []Alias{{Name: "a@x", Label: "email"}, {Name: "b", Label: "l"}}}}},
+	} {
+		for _, key := range []string{"", "key-1"} {
+			b, err := Encode(Envelope{SchemaVersion: 1, RecordID: "r", Workspace: "ws", Partner: "mixpanel",
+				ReceivedAt: at, EventTime: at.Add(-time.Hour), KeyID: key, Payload: p})
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := decodeV1Canonical(data)
+		if !ok {
+			return
+		}
+		slow, err := decodeV1Raw(data)
+		if err != nil {
+			if fast.Validate() == nil {
+				t.Fatalf("canonical reading accepted a record the two-pass reading refuses (%v):\n%s", err, data)
+			}
+			return
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("canonical %+v, two passes %+v\n%s", fast, slow, data)
+		}
+	})
+}
+
+// TestCanonicalReadsWhatEncodeWrites: every record Encode writes takes the
+// canonical path, so the stream's load never falls back.
+func TestCanonicalReadsWhatEncodeWrites(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 12, 4, 10, 11, 12, 0, time.UTC)
+	for _, p := range []CohortChangesPayload{
+		{CohortID: "c", Changes: []Change{{UserIDs: []string{"u1", "u2"}}, {DeviceIDs: []string{"d"}, ShouldRemove: true}}},
+		{CohortID: "c", Changes: []Change{{Aliases: []Alias{{Name: "a@x", Label: "email"}}, UserIDs: []string{"x"}, DeviceIDs: []string{"y"}}}},
+	} {
+		want := Envelope{SchemaVersion: 1, RecordID: "r", Workspace: "ws", Partner: "mixpanel", ReceivedAt: at, EventTime: at, KeyID: "k", Payload: p}
+		b, err := Encode(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := decodeV1Canonical(b)
+		if !ok {
+			t.Fatalf("the canonical reading refused what Encode wrote:\n%s", b)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("canonical reading:\n got %+v\nwant %+v", got, want)
+		}
+	}
+}
