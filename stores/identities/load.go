@@ -23,9 +23,12 @@ var ErrInvalidWorkspace = errors.New("identities: invalid workspace")
 const (
 	// A load writes this many records (or bytes) per WriteMessages call and
 	// waits for their acks before reading on, which bounds its memory
-	// whatever the size of the input.
-	loadBatchRecords = 500
-	loadBatchBytes   = 512 << 10
+	// whatever the size of the input. Each call is a produce, and an fsync
+	// on the embedded broker, per partition it touches: at 500 records over
+	// 12 partitions those fsyncs held a load to about 35k users/s, at 10,000
+	// it lands about 115k/s (docs/PERFORMANCE.md).
+	loadBatchRecords = 10_000
+	loadBatchBytes   = 4 << 20
 	// recordFraming is room, beyond the line itself, that the topic value
 	// (version, workspace) and the Kafka batch framing need.
 	recordFraming = 4 << 10
