@@ -3,7 +3,6 @@ package identities
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -539,8 +538,8 @@ func storedRecord(v []byte) (Record, error) {
 	if len(v) < 4 {
 		return Record{}, errors.New("too short")
 	}
-	var w wireRecord
-	if err := json.Unmarshal(v[4:], &w); err != nil {
+	w, err := decodeWire(v[4:])
+	if err != nil {
 		return Record{}, err
 	}
 	return w.Record, nil

@@ -26,6 +26,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cohortsync/cohortsync/internal/jsonscan"
 	"github.com/cohortsync/cohortsync/stores/keys"
 )
 
@@ -186,6 +187,54 @@ type wireRecord struct {
 	Record
 }
 
+// decodeWire reads a topic value: in the exact form EncodeValue writes it
+// with jsonscan, which every record this build loads takes, and anything else
+// with encoding/json (FuzzDecodeWireAgrees checks they agree).
+func decodeWire(value []byte) (wireRecord, error) {
+	if w, ok := decodeWireCanonical(value); ok {
+		return w, nil
+	}
+	var w wireRecord
+	err := json.Unmarshal(value, &w)
+	return w, err
+}
+
+// decodeWireCanonical reads {"v":1,"workspace":…,"user_id":…} and the
+// optional external_id, device_ids and aliases, in EncodeValue's order.
+func decodeWireCanonical(value []byte) (wireRecord, bool) {
+	var w wireRecord
+	s, ok := jsonscan.New(value)
+	if !ok || !s.Literal(`{"v":1,`) || !s.Field(`"workspace":`, &w.Workspace) || !s.Literal(",") ||
+		!s.Field(`"user_id":`, &w.UserID) {
+		return w, false
+	}
+	w.Version = 1
+	if s.Literal(`,"external_id":`) && !s.String(&w.ExternalID) {
+		return w, false
+	}
+	if s.Literal(`,"device_ids":`) && !s.Strings(&w.DeviceIDs) {
+		return w, false
+	}
+	if s.Literal(`,"aliases":[`) {
+		w.Aliases = []Alias{}
+		for !s.Literal("]") {
+			if len(w.Aliases) > 0 && !s.Literal(",") {
+				return w, false
+			}
+			var a Alias
+			if !s.Literal("{") || !s.Field(`"alias_name":`, &a.Name) || !s.Literal(",") ||
+				!s.Field(`"alias_label":`, &a.Label) || !s.Literal("}") {
+				return w, false
+			}
+			w.Aliases = append(w.Aliases, a)
+		}
+	}
+	if !s.Literal("}") || !s.End() {
+		return w, false
+	}
+	return w, true
+}
+
 // MessageKey is the Kafka record key of a user: workspace/user_id.
 // Workspace names cannot contain '/', so the first '/' splits the key.
 func MessageKey(workspace, userID string) []byte {
@@ -225,8 +274,8 @@ func EncodeValue(workspace string, r Record) ([]byte, error) {
 // Compaction works on the key, so a value that disagrees with its key would
 // survive or vanish for the wrong user: such a record is not trusted.
 func decodeValue(key, value []byte) (string, Record, error) {
-	var w wireRecord
-	if err := json.Unmarshal(value, &w); err != nil {
+	w, err := decodeWire(value)
+	if err != nil {
 		return "", Record{}, fmt.Errorf("not a JSON record: %w", err)
 	}
 	if w.Version != recordVersion {

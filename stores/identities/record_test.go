@@ -1,6 +1,8 @@
 package identities
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -106,4 +108,57 @@ func equalRecords(a, b Record) bool {
 		}
 	}
 	return true
+}
+
+// FuzzDecodeWireAgrees: whatever the canonical reading accepts,
+// encoding/json reads to the same record.
+func FuzzDecodeWireAgrees(f *testing.F) {
+	for _, r := range []Record{
+		{UserID: "u1"},
+		{UserID: "u1", ExternalID: "e1"},
+		{UserID: "u2", DeviceIDs: []string{"d1", "d2"}, Aliases: []Alias{{Name: "a@x.io", Label: "email"}, {Name: "b", Label: "crm"}}},
+		{UserID: "u<3", ExternalID: "ü"},
+	} {
+		v, err := EncodeValue("acme", r)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(v)
+	}
+	f.Add([]byte(`{"v":1,"workspace":"acme","user_id":"u","device_ids":[],"aliases":[]}`))
+	f.Fuzz(func(t *testing.T, value []byte) {
+		got, ok := decodeWireCanonical(value)
+		if !ok {
+			return
+		}
+		var want wireRecord
+		if err := json.Unmarshal(value, &want); err != nil {
+			t.Fatalf("canonical reading accepted %q, which encoding/json refuses: %v", value, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("canonical %+v, encoding/json %+v, from %q", got, want, value)
+		}
+	})
+}
+
+// TestEncodedValuesTakeTheCanonicalReading: what EncodeValue writes (HTML
+// characters aside, which it escapes) never falls back to encoding/json.
+func TestEncodedValuesTakeTheCanonicalReading(t *testing.T) {
+	t.Parallel()
+	for _, r := range []Record{
+		{UserID: "u1"},
+		{UserID: "u1", ExternalID: "e1", DeviceIDs: []string{"d"}, Aliases: []Alias{{Name: "a@x.io", Label: "email"}}},
+	} {
+		v, err := EncodeValue("acme", r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, ok := decodeWireCanonical(v)
+		if !ok {
+			t.Fatalf("canonical reading refused %s", v)
+		}
+		if w.Workspace != "acme" || !reflect.DeepEqual(w.Record, r) {
+			t.Errorf("read %+v from %s", w, v)
+		}
+	}
 }
