@@ -61,6 +61,20 @@ type Config struct {
 	Parquet    Parquet      `yaml:"parquet"`
 	Retention  Retention    `yaml:"retention"`
 	Stream     Stream       `yaml:"stream"`
+	Identities Identities   `yaml:"identities"`
+}
+
+// Identities configures snapshots of the identity directory's replica
+// (stores/identities, snapshot.go).
+type Identities struct {
+	// SnapshotPath is a file on storage every instance mounts; empty turns
+	// snapshots off. An instance without a replica starts from it.
+	SnapshotPath string `yaml:"snapshot_path"`
+	// SnapshotInterval is how often a caught-up instance rewrites it; zero
+	// only reads it.
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	// SnapshotMaxAge is the oldest snapshot a start uses.
+	SnapshotMaxAge time.Duration `yaml:"snapshot_max_age"`
 }
 
 // Stream configures how the stream cuts the landing topic into batches.
@@ -202,10 +216,11 @@ func Default() Config {
 			QueryTimeout:   60 * time.Second,
 			MigrateOnStart: true,
 		},
-		Snapshots: Snapshots{Interval: 15 * time.Minute, Kept: 4},
-		Parquet:   Parquet{RollRows: 1_000_000, RollInterval: 5 * time.Minute},
-		Retention: Retention{Cutoff: "2010-01-01T00:00:00Z"},
-		Stream:    defaultStream(),
+		Snapshots:  Snapshots{Interval: 15 * time.Minute, Kept: 4},
+		Parquet:    Parquet{RollRows: 1_000_000, RollInterval: 5 * time.Minute},
+		Retention:  Retention{Cutoff: "2010-01-01T00:00:00Z"},
+		Stream:     defaultStream(),
+		Identities: Identities{SnapshotInterval: 15 * time.Minute, SnapshotMaxAge: 12 * time.Hour},
 	}
 }
 

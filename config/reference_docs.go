@@ -65,6 +65,10 @@ func settingDocs() map[string]string {
 		"stream.batch_max_bytes":   "Most bytes (keys and values) in one batch of the stream; also the size of one fetch.",
 		"stream.batch_max_wait":    "Longest the first record of a batch waits for others before the batch goes to the sinks: the main term of the time from a landing to its change being visible. Longer batches cost ClickHouse and the stream less per change (docs/PERFORMANCE.md, ClickHouse parts under a sustained stream).",
 
+		"identities.snapshot_path":     "A file on storage every instance mounts (the Parquet volume, say): an instance that has no identity replica yet starts from this copy and replays only the identities topic after it, instead of the whole topic. Empty: no snapshots.",
+		"identities.snapshot_interval": "How often a caught-up instance rewrites the snapshot; 0 only reads it.",
+		"identities.snapshot_max_age":  "The oldest snapshot a start uses. Keep it below the identities topic's `delete.retention.ms` (24 h by default): an older copy could miss a deletion whose tombstone compaction has since removed.",
+
 		"retention.cutoff": "RFC 3339 instant: records with an earlier event time are dropped and counted under `retention`.",
 	}
 }

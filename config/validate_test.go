@@ -60,6 +60,17 @@ func TestValidate(t *testing.T) {
 			want:   []string{"shutdown_timeout: 0s, must be positive"},
 		},
 		{
+			name: "identity snapshots",
+			change: func(c *Config) {
+				c.Identities = Identities{SnapshotPath: "/shared/ids", SnapshotInterval: -time.Second, SnapshotMaxAge: 0}
+			},
+			want: []string{"identities.snapshot_interval: -1s, must not be negative", "identities.snapshot_max_age: 0s, must be positive"},
+		},
+		{
+			name:   "identity snapshot settings unused without a path",
+			change: func(c *Config) { c.Identities = Identities{SnapshotMaxAge: 0} },
+		},
+		{
 			name:   "stream batches",
 			change: func(c *Config) { c.Stream = Stream{BatchMaxRecords: 0, BatchMaxBytes: 10, BatchMaxWait: 0} },
 			want: []string{

@@ -38,6 +38,13 @@ type Config struct {
 	// record before it fails. A large directory takes as long as it takes
 	// while it makes progress; only a stuck one fails the start.
 	CatchUpStall time.Duration `yaml:"catch_up_stall"`
+	// SnapshotPath, when set, is a file on storage the instances share
+	// (snapshot.go): an instance without a replica starts from it, and a
+	// caught-up instance rewrites it every SnapshotInterval (zero: never).
+	// A snapshot older than SnapshotMaxAge is not used.
+	SnapshotPath     string        `yaml:"snapshot_path"`
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	SnapshotMaxAge   time.Duration `yaml:"snapshot_max_age"`
 }
 
 // DefaultConfig returns the defaults for a data directory.
@@ -51,6 +58,9 @@ func DefaultConfig(dataDir string) Config {
 		MaxLineBytes: 64 << 10,
 		LandTimeout:  60 * time.Second,
 		CatchUpStall: 60 * time.Second,
+		// Used only with a SnapshotPath.
+		SnapshotInterval: 15 * time.Minute,
+		SnapshotMaxAge:   12 * time.Hour,
 	}
 }
 
@@ -77,6 +87,17 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes < int64(c.MaxLineBytes) {
 		errs = append(errs, fmt.Errorf("max_body_bytes: %d, must be at least max_line_bytes (%d)", c.MaxBodyBytes, c.MaxLineBytes))
+	}
+	if c.SnapshotPath != "" {
+		if c.SnapshotInterval < 0 {
+			errs = append(errs, fmt.Errorf("snapshot_interval: %s, must not be negative", c.SnapshotInterval))
+		}
+		if c.SnapshotMaxAge <= 0 {
+			errs = append(errs, fmt.Errorf("snapshot_max_age: %s, must be positive", c.SnapshotMaxAge))
+		}
+		if filepath.Clean(c.SnapshotPath) == filepath.Clean(c.Path) {
+			errs = append(errs, errors.New("snapshot_path: must not be the replica's own file"))
+		}
 	}
 	if c.LandTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("land_timeout: %s, must be positive", c.LandTimeout))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -120,7 +121,7 @@ func Open(ctx context.Context, client *kafka.Client, cfg Config, opts Options) (
 	d.log = d.log.With("component", "identities", "topic", d.topic)
 
 	started := time.Now()
-	idx, err := OpenIndex(cfg.Path, IndexOptions{Topic: d.topic, OpenTimeout: cfg.OpenTimeout, Logger: d.log})
+	idx, err := d.openIndex(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -144,6 +145,9 @@ func Open(ctx context.Context, client *kafka.Client, cfg Config, opts Options) (
 		d.wg.Add(1)
 		go d.tail(tailCtx, p)
 	}
+	if cfg.SnapshotPath != "" && cfg.SnapshotInterval > 0 {
+		d.wg.Go(func() { d.snapshotLoop(tailCtx, cfg.SnapshotPath, cfg.SnapshotInterval) })
+	}
 	if err := d.waitOffsets(ctx, ends, cfg.CatchUpStall); err != nil {
 		_ = d.Close()
 		return nil, fmt.Errorf("identities: open: catch up with %s: %w", d.topic, err)
@@ -163,6 +167,38 @@ func Open(ctx context.Context, client *kafka.Client, cfg Config, opts Options) (
 	d.log.Info("identity directory ready", "users", users, "partitions", len(d.parts),
 		"path", cfg.Path, "catch_up", time.Since(started).Round(time.Millisecond))
 	return d, nil
+}
+
+// openIndex opens the replica, first restoring it from the snapshot when
+// there is none yet. A restored copy that does not open is removed and the
+// replica built from the topic instead, as without a snapshot.
+func (d *Directory) openIndex(cfg Config) (*Index, error) {
+	opts := IndexOptions{Topic: d.topic, OpenTimeout: cfg.OpenTimeout, Logger: d.log}
+	if cfg.SnapshotPath == "" {
+		return OpenIndex(cfg.Path, opts)
+	}
+	started := time.Now()
+	restored, why, err := restoreSnapshot(cfg.SnapshotPath, cfg.Path, cfg.SnapshotMaxAge, started)
+	if err != nil {
+		d.log.Error("identity snapshot not restored; replaying the topic", "snapshot", cfg.SnapshotPath, "err", err)
+	} else if !restored {
+		d.log.Info("identity snapshot not restored", "snapshot", cfg.SnapshotPath, "reason", why)
+	}
+	if !restored {
+		return OpenIndex(cfg.Path, opts)
+	}
+	idx, err := OpenIndex(cfg.Path, opts)
+	if err != nil {
+		d.log.Error("restored identity snapshot does not open; replaying the topic", "snapshot", cfg.SnapshotPath, "err", err)
+		if rerr := os.Remove(cfg.Path); rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
+		return OpenIndex(cfg.Path, opts)
+	}
+	offsets, _ := idx.Offsets()
+	d.log.Info("identity replica restored from snapshot", "snapshot", cfg.SnapshotPath, "users", idx.Users(),
+		"partitions", len(offsets), "took", time.Since(started).Round(time.Millisecond).String())
+	return idx, nil
 }
 
 // resume sets every partition's starting offset from the file. A stored

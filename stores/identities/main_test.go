@@ -39,7 +39,7 @@ var nonTopicChars = regexp.MustCompile(`[^a-zA-Z0-9._-]`)
 
 // newTestClient returns a client whose topics are unique to the test (three
 // partitions each), created here.
-func newTestClient(t *testing.T) *kafka.Client {
+func newTestClient(t testing.TB) *kafka.Client {
 	t.Helper()
 	var b [4]byte
 	if _, err := rand.Read(b[:]); err != nil {

@@ -17,12 +17,22 @@ type metrics struct {
 	users          prometheus.GaugeFunc
 	lag            prometheus.GaugeFunc
 	syncAge        prometheus.GaugeFunc
+	snapshots      *prometheus.CounterVec
+	snapshotTime   prometheus.Gauge
 	promreg.Registration
 }
 
 func newMetrics(d *Directory) *metrics {
 	const ns, sub = metricsNamespace, metricsSubsystem
-	return &metrics{
+	m := &metrics{
+		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "snapshots_total",
+			Help: "Snapshots of the replica written to identities.snapshot_path, by result (written, failed).",
+		}, []string{"result"}),
+		snapshotTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "snapshot_last_written_timestamp_seconds",
+			Help: "Unix time of the last snapshot this instance wrote; 0 before the first.",
+		}),
 		applied: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "applied_records_total",
 			Help: "Records of the identities topic applied to the local replica.",
@@ -56,10 +66,13 @@ func newMetrics(d *Directory) *metrics {
 			return time.Since(oldest).Seconds()
 		}),
 	}
+	m.snapshots.WithLabelValues("written")
+	m.snapshots.WithLabelValues("failed")
+	return m
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	return m.Registration.Register(reg, "identity directory", m.applied, m.invalidRecords, m.tailErrors, m.users, m.lag, m.syncAge)
+	return m.Registration.Register(reg, "identity directory", m.applied, m.invalidRecords, m.tailErrors, m.users, m.lag, m.syncAge, m.snapshots, m.snapshotTime)
 }
 
 // loaderMetrics count what loads landed and refused.
