@@ -1,7 +1,9 @@
 package partnerapi
 
 import (
+	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -143,6 +145,25 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("accepted %d ids", n)
 			}
 			check(p)
+		}
+	})
+}
+
+// FuzzIDListAgrees: idList's reading of a list gives what encoding/json
+// alone gives, whatever form the list takes.
+func FuzzIDListAgrees(f *testing.F) {
+	for _, seed := range []string{`["a","b"]`, `[ "a" , "b" ]`, `["a",""]`, `[null]`, `["\u00e9"]`, `["é"]`, `[]`, `["a"`, `[1]`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if !json.Valid(raw) {
+			return // idList only ever gets a value encoding/json has read already
+		}
+		got, ok := idList(raw)
+		var want []string
+		wantOK := jsonType(raw) == '[' && json.Unmarshal(raw, &want) == nil && !slices.Contains(want, "")
+		if ok != wantOK || (ok && !slices.Equal(got, want)) {
+			t.Fatalf("idList(%q) = %q, %v; encoding/json: %q, %v", raw, got, ok, want, wantOK)
 		}
 	})
 }

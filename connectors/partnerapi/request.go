@@ -9,6 +9,7 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
+	"github.com/cohortsync/cohortsync/internal/jsonscan"
 	"github.com/cohortsync/cohortsync/schemas"
 )
 
@@ -302,9 +303,16 @@ func idList(raw json.RawMessage) ([]string, bool) {
 		return nil, false
 	}
 	var ids []string
-	// A null element decodes to "" without error and is caught by the empty check.
-	if err := json.Unmarshal(raw, &ids); err != nil {
-		return nil, false
+	// The common form, compact and without escapes, is sliced out of one
+	// copy of the list (jsonscan); any other goes through encoding/json,
+	// where a null element decodes to "" without error and is caught by the
+	// empty check.
+	s, fast := jsonscan.New(raw)
+	if !fast || !s.Strings(&ids) || !s.End() {
+		ids = nil
+		if err := json.Unmarshal(raw, &ids); err != nil {
+			return nil, false
+		}
 	}
 	for _, id := range ids {
 		if id == "" {
