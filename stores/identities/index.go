@@ -84,15 +84,7 @@ type IndexOptions struct {
 	OpenTimeout time.Duration
 	// Logger receives the rare structural events (a reset). Nil discards.
 	Logger *slog.Logger
-	// LookupCacheEntries bounds the answers kept in memory (lookupCache):
-	// up to twice this many. Zero means DefaultLookupCacheEntries; negative
-	// keeps none.
-	LookupCacheEntries int
 }
-
-// DefaultLookupCacheEntries keeps up to 2 × 256k answers, about 40 MiB with
-// ids and user ids of 20–40 bytes.
-const DefaultLookupCacheEntries = 256 << 10
 
 // Index is the replica's file: the directory's indexes and, in the same
 // transactions, the offset up to which each partition has been applied. A
@@ -109,8 +101,6 @@ type Index struct {
 	usersMu   sync.Mutex
 	users     int64
 	usersTxID int // transaction that wrote users; commits may report out of order
-
-	cache *lookupCache // nil without one
 
 	closeOnce sync.Once
 	closeErr  error
@@ -161,11 +151,7 @@ func OpenIndex(path string, opts IndexOptions) (*Index, error) {
 	if previous != "" && previous != opts.Topic {
 		opts.Logger.Warn("identity index was built from another topic; rebuilding it", "path", path, "previous_topic", previous, "topic", opts.Topic)
 	}
-	entries := opts.LookupCacheEntries
-	if entries == 0 {
-		entries = DefaultLookupCacheEntries
-	}
-	return &Index{db: db, path: path, users: users, cache: newLookupCache(entries)}, nil
+	return &Index{db: db, path: path, users: users}, nil
 }
 
 // initIndex creates the buckets and empties them when the file replicated
@@ -275,9 +261,6 @@ func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error
 		prepared[i] = prepare(partition, m)
 	}
 	var out Applied
-	var touched [][]byte
-	x.cache.seal()
-	defer func() { x.cache.unseal(touched, false) }()
 	// Batch lets the tails of several partitions share one commit, which
 	// writes every page its transaction dirtied: users arrive in hash order,
 	// so at a fresh start most commits rewrite much of the tree. bbolt may
@@ -300,8 +283,6 @@ func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error
 			next = max(next, m.Offset+1)
 		}
 		out.Next = max(stored, next)
-		// Kept across runs of fn: dropping more answers than changed is harmless.
-		touched = append(touched, w.touched...)
 		if err := w.setOffset(partition, out.Next); err != nil {
 			return err
 		}
@@ -317,8 +298,6 @@ func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error
 // next offset to next: for a topic recreated shorter than what was applied,
 // whose records must be read again from scratch.
 func (x *Index) ResetPartition(partition int, next int64) error {
-	x.cache.seal()
-	defer x.cache.unseal(nil, true)
 	err := x.db.Update(func(tx *bolt.Tx) error {
 		w := x.newWriteTx(tx)
 		if err := w.dropPartition(partition); err != nil {
@@ -338,8 +317,6 @@ func (x *Index) ResetPartition(partition int, next int64) error {
 // DropPartition removes every user that came from partition and forgets the
 // partition: for a partition the topic no longer has.
 func (x *Index) DropPartition(partition int) error {
-	x.cache.seal()
-	defer x.cache.unseal(nil, true)
 	err := x.db.Update(func(tx *bolt.Tx) error {
 		w := x.newWriteTx(tx)
 		if err := w.dropPartition(partition); err != nil {
@@ -375,8 +352,6 @@ type writeTx struct {
 	tx                                       *bolt.Tx
 	meta, offsets, users, ext, alias, device *bolt.Bucket
 	users0, usersN                           int64
-	// touched lists the cache keys of the entries put or deleted.
-	touched [][]byte
 }
 
 func (x *Index) newWriteTx(tx *bolt.Tx) *writeTx {
@@ -471,7 +446,6 @@ func (w *writeTx) apply(p preparedMessage) (bool, error) {
 		if err := k.bucket(w).Put(k.key, []byte{p.flags}); err != nil {
 			return false, err
 		}
-		w.touched = append(w.touched, cacheKeyOfEntry(k))
 	}
 	return true, w.users.Put(p.ukey, p.value)
 }
@@ -500,7 +474,6 @@ func (w *writeTx) removeEntries(ws, user string, old []byte) error {
 		if err := k.bucket(w).Delete(k.key); err != nil {
 			return err
 		}
-		w.touched = append(w.touched, cacheKeyOfEntry(k))
 	}
 	return nil
 }
@@ -630,15 +603,8 @@ type Lookup interface {
 // read transaction, however many lookups fn makes. The Lookup is valid only
 // inside fn and only for one goroutine.
 func (x *Index) View(fn func(Lookup) error) error {
-	if x.cache == nil {
-		return x.db.View(func(tx *bolt.Tx) error {
-			return fn(newLookup(tx))
-		})
-	}
-	// The generation is read before the snapshot is taken (lookupCache).
-	gen := x.cache.begin()
 	return x.db.View(func(tx *bolt.Tx) error {
-		return fn(&cachedLookup{tx: newLookup(tx), cache: x.cache, gen: gen})
+		return fn(newLookup(tx))
 	})
 }
 
@@ -730,11 +696,6 @@ func (l *txLookup) LookupDevice(workspace, id string) (string, bool, bool) {
 	if !l.prefix(workspace, id) {
 		return "", false, false
 	}
-	return l.device1()
-}
-
-// device1 is LookupDevice for the prefix in buf.
-func (l *txLookup) device1() (string, bool, bool) {
 	var identifiedUser []byte
 	for k, v := l.device.Seek(l.buf); k != nil && bytes.HasPrefix(k, l.buf); k, v = l.device.Next() {
 		user := k[len(l.buf):]

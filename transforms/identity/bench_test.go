@@ -3,10 +3,8 @@ package identity_test
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
 
@@ -34,19 +32,10 @@ func benchAlias(i int) schemas.Alias {
 }
 
 // buildBenchIndex writes the directory the way the tail would, in batches
-// of 20k records per transaction. COHORTSYNC_BENCH_LOOKUP_CACHE sets the
-// index's LookupCacheEntries (unset: its default; -1: no cache).
+// of 20k records per transaction.
 func buildBenchIndex(b *testing.B) *identities.Index {
 	b.Helper()
-	opts := identities.IndexOptions{Topic: "ids"}
-	if v := os.Getenv("COHORTSYNC_BENCH_LOOKUP_CACHE"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			b.Fatalf("COHORTSYNC_BENCH_LOOKUP_CACHE: %v", err)
-		}
-		opts.LookupCacheEntries = n
-	}
-	x, err := identities.OpenIndex(filepath.Join(b.TempDir(), identities.FileName), opts)
+	x, err := identities.OpenIndex(filepath.Join(b.TempDir(), identities.FileName), identities.IndexOptions{Topic: "ids"})
 	if err != nil {
 		b.Fatal(err)
 	}
