@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/stores/identities"
@@ -69,13 +69,13 @@ func BenchmarkStages(b *testing.B) {
 		b.Fatal(err)
 	}
 	src.total = b.N
-	cpu0 := processCPU()
+	cpu0 := testkit.ProcessCPU()
 	b.ResetTimer()
 	if err := runner.Run(b.Context()); err != nil {
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	cpu := processCPU() - cpu0
+	cpu := testkit.ProcessCPU() - cpu0
 	changes := float64(sink.rows.Load())
 	if want := float64(b.N) * stBatchRecords * stIDsPerRecord; changes != want {
 		b.Fatalf("the sink saw %.0f changes, want %.0f", changes, want)
@@ -188,12 +188,3 @@ func (*countSink) Close() error { return nil }
 type discardDeadLetter struct{}
 
 func (discardDeadLetter) Send(context.Context, pipeline.Message, string, error) error { return nil }
-
-// processCPU is this process's user and system CPU time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}

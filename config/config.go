@@ -21,6 +21,7 @@ import (
 
 	kafka "github.com/cohortsync/cohortsync/kafka"
 	chsink "github.com/cohortsync/cohortsync/sinks/clickhouse"
+	"github.com/cohortsync/cohortsync/stores/identities"
 )
 
 // EnvPrefix starts the name of every environment variable that configures cohortsync.
@@ -75,6 +76,14 @@ type Identities struct {
 	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
 	// SnapshotMaxAge is the oldest snapshot a start uses.
 	SnapshotMaxAge time.Duration `yaml:"snapshot_max_age"`
+}
+
+// IdentityDirectory is the stream's identity directory configuration: the
+// data directory's defaults with the snapshot settings.
+func (c Config) IdentityDirectory() identities.Config {
+	d := identities.DefaultConfig(c.DataDir)
+	d.SnapshotPath, d.SnapshotInterval, d.SnapshotMaxAge = c.Identities.SnapshotPath, c.Identities.SnapshotInterval, c.Identities.SnapshotMaxAge
+	return d
 }
 
 // Stream configures how the stream cuts the landing topic into batches.

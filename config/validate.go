@@ -111,17 +111,15 @@ func (c Config) Validate() error {
 	if c.Parquet.RollInterval <= 0 {
 		p.addf("parquet.roll_interval", "must be positive, got %s", c.Parquet.RollInterval)
 	}
-	if c.Identities.SnapshotPath != "" {
-		if c.Identities.SnapshotInterval < 0 {
-			p.addf("identities.snapshot_interval", "%s, must not be negative", c.Identities.SnapshotInterval)
-		}
-		if c.Identities.SnapshotMaxAge <= 0 {
-			p.addf("identities.snapshot_max_age", "%s, must be positive", c.Identities.SnapshotMaxAge)
+	// Only the snapshot and batch settings come from the file; the
+	// directory's and the group's own checks name them relative to their
+	// sections.
+	if err := c.IdentityDirectory().Validate(); err != nil {
+		for _, e := range unjoin(err) {
+			p = append(p, fmt.Errorf("identities.%w", e))
 		}
 	}
 	if err := c.Stream.GroupConfig().Validate(); err != nil {
-		// Only the batch settings come from the file; the group's own
-		// checks name them relative to the section.
 		for _, e := range unjoin(err) {
 			p = append(p, fmt.Errorf("stream.%w", e))
 		}

@@ -78,19 +78,16 @@ func canonicalChange(s *jsonscan.Scanner) (Change, bool) {
 	if s.Literal(`"device_ids":`) && (!s.Strings(&ch.DeviceIDs) || !s.Literal(",")) {
 		return ch, false
 	}
-	if s.Literal(`"aliases":[`) {
-		for !s.Literal("]") {
-			if len(ch.Aliases) > 0 && !s.Literal(",") {
-				return ch, false
-			}
+	if s.Literal(`"aliases":`) {
+		ok := s.Array(func() bool {
 			var a Alias
-			if !s.Literal("{") || !s.Field(`"alias_name":`, &a.Name) || !s.Literal(",") ||
-				!s.Field(`"alias_label":`, &a.Label) || !s.Literal("}") {
-				return ch, false
+			if !s.Pair(`"alias_name":`, &a.Name, `"alias_label":`, &a.Label) {
+				return false
 			}
 			ch.Aliases = append(ch.Aliases, a)
-		}
-		if !s.Literal(",") {
+			return true
+		})
+		if !ok || !s.Literal(",") {
 			return ch, false
 		}
 	}

@@ -90,9 +90,7 @@ func startStream(ctx context.Context, cfg config.Config, core *Core, log *slog.L
 	// No deadline on the catch-up as a whole: a large directory takes as
 	// long as it takes while it makes progress (identities.Config.CatchUpStall
 	// bounds a stuck one), and ctx ends it on shutdown.
-	idCfg := identities.DefaultConfig(cfg.DataDir)
-	idCfg.SnapshotPath, idCfg.SnapshotInterval, idCfg.SnapshotMaxAge = cfg.Identities.SnapshotPath, cfg.Identities.SnapshotInterval, cfg.Identities.SnapshotMaxAge
-	dir, err := identities.Open(ctx, core.Kafka, idCfg, identities.Options{Logger: log, Registerer: reg})
+	dir, err := identities.Open(ctx, core.Kafka, cfg.IdentityDirectory(), identities.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		return fail(fmt.Errorf("service: identity directory: %w", err))
 	}

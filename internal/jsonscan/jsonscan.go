@@ -60,25 +60,44 @@ func (s *Scanner) String(dst *string) bool {
 	return false
 }
 
-// Strings reads an array of strings. An empty one, `[]`, gives an empty
-// non-nil slice, as encoding/json does.
-func (s *Scanner) Strings(dst *[]string) bool {
+// Array reads `[e,e,...]`, calling elem to read each element.
+func (s *Scanner) Array(elem func() bool) bool {
 	if !s.Literal("[") {
 		return false
 	}
-	out := []string{}
-	for !s.Literal("]") {
-		if len(out) > 0 && !s.Literal(",") {
+	for n := 0; !s.Literal("]"); n++ {
+		if n > 0 && !s.Literal(",") {
 			return false
 		}
+		if !elem() {
+			return false
+		}
+	}
+	return true
+}
+
+// Strings reads an array of strings. An empty one, `[]`, gives an empty
+// non-nil slice, as encoding/json does.
+func (s *Scanner) Strings(dst *[]string) bool {
+	out := []string{}
+	ok := s.Array(func() bool {
 		var v string
 		if !s.String(&v) {
 			return false
 		}
 		out = append(out, v)
+		return true
+	})
+	if ok {
+		*dst = out
 	}
-	*dst = out
-	return true
+	return ok
+}
+
+// Pair reads an object of two string fields in this order:
+// `{first"a",second"b"}`, the names with their quotes and colons.
+func (s *Scanner) Pair(first string, a *string, second string, b *string) bool {
+	return s.Literal("{") && s.Field(first, a) && s.Literal(",") && s.Field(second, b) && s.Literal("}")
 }
 
 // End reports whether the whole input has been read.

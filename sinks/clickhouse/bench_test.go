@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,7 +40,7 @@ func BenchmarkSinkWrite(b *testing.B) {
 				size = recordBytes(outs[i])
 			}
 			b.SetBytes(size)
-			client0, server0 := selfCPU(), procCPU(srv.Pid())
+			client0, server0 := testkit.ProcessCPU(), procCPU(srv.Pid())
 			i := 0
 			for b.Loop() {
 				if err := s.Write(testkit.DetachedContext(b, 60*time.Second), outs[i%len(outs)]); err != nil {
@@ -51,7 +50,7 @@ func BenchmarkSinkWrite(b *testing.B) {
 			}
 			changes := float64(n) * float64(b.N)
 			b.ReportMetric(changes/b.Elapsed().Seconds(), "changes/s")
-			b.ReportMetric((selfCPU()-client0).Seconds()/(changes/1e6), "client-cpu-s/Mchanges")
+			b.ReportMetric((testkit.ProcessCPU()-client0).Seconds()/(changes/1e6), "client-cpu-s/Mchanges")
 			if server0 >= 0 {
 				b.ReportMetric((procCPU(srv.Pid())-server0).Seconds()/(changes/1e6), "server-cpu-s/Mchanges")
 			}
@@ -94,14 +93,6 @@ func recordBytes(out *pipeline.Output) int64 {
 		}
 	}
 	return n
-}
-
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // procCPU is the user+system CPU time of pid from /proc, or -1 where there

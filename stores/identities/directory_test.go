@@ -25,6 +25,12 @@ func openDir(t *testing.T, client *kafka.Client, path string) openedDir {
 	t.Helper()
 	cfg := testConfig(t)
 	cfg.Path = path
+	return openDirWith(t, client, cfg)
+}
+
+// openDirWith opens a directory with cfg, logging at info into its logs.
+func openDirWith(t *testing.T, client *kafka.Client, cfg Config) openedDir {
+	t.Helper()
 	logs := &testkit.SyncBuffer{}
 	reg := prometheus.NewRegistry()
 	d, err := Open(testkit.Context(t, 20*time.Second), client, cfg, Options{

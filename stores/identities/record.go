@@ -215,18 +215,18 @@ func decodeWireCanonical(value []byte) (wireRecord, bool) {
 	if s.Literal(`,"device_ids":`) && !s.Strings(&w.DeviceIDs) {
 		return w, false
 	}
-	if s.Literal(`,"aliases":[`) {
-		w.Aliases = []Alias{}
-		for !s.Literal("]") {
-			if len(w.Aliases) > 0 && !s.Literal(",") {
-				return w, false
-			}
+	if s.Literal(`,"aliases":`) {
+		w.Aliases = []Alias{} // `[]` decodes to an empty slice, as encoding/json gives it
+		ok := s.Array(func() bool {
 			var a Alias
-			if !s.Literal("{") || !s.Field(`"alias_name":`, &a.Name) || !s.Literal(",") ||
-				!s.Field(`"alias_label":`, &a.Label) || !s.Literal("}") {
-				return w, false
+			if !s.Pair(`"alias_name":`, &a.Name, `"alias_label":`, &a.Label) {
+				return false
 			}
 			w.Aliases = append(w.Aliases, a)
+			return true
+		})
+		if !ok {
+			return w, false
 		}
 	}
 	if !s.Literal("}") || !s.End() {

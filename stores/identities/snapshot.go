@@ -12,6 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/cohortsync/cohortsync/internal/atomicfile"
 	"github.com/cohortsync/cohortsync/internal/retry"
 )
 
@@ -32,33 +33,17 @@ import (
 // the previous one only once the new one is complete and durable. It returns
 // the bytes written.
 func (x *Index) WriteSnapshot(path string) (int64, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return 0, fmt.Errorf("identities: snapshot: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return 0, fmt.Errorf("identities: snapshot: %w", err)
-	}
-	defer func() { _ = os.Remove(tmp.Name()) }() // after the rename there is nothing to remove
 	var n int64
-	err = x.db.View(func(tx *bolt.Tx) error {
-		var werr error
-		n, werr = tx.WriteTo(tmp)
-		return werr
+	err := atomicfile.Write(path, func(w io.Writer) error {
+		return x.db.View(func(tx *bolt.Tx) error {
+			var err error
+			n, err = tx.WriteTo(w)
+			return err
+		})
 	})
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
 	if err != nil {
 		return 0, fmt.Errorf("identities: snapshot to %s: %w", path, err)
 	}
@@ -90,34 +75,14 @@ func restoreSnapshot(src, dst string, maxAge time.Duration, now time.Time) (bool
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return false, "", fmt.Errorf("identities: restore snapshot: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), filepath.Base(dst)+".*.restore")
-	if err != nil {
-		return false, "", fmt.Errorf("identities: restore snapshot: %w", err)
-	}
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	_, err = io.Copy(tmp, in)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), dst)
-	}
+	err = atomicfile.Write(dst, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
 	if err != nil {
 		return false, "", fmt.Errorf("identities: restore snapshot %s to %s: %w", src, dst, err)
 	}
 	return true, "", nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // snapshotLoop writes a snapshot every interval while the directory is

@@ -1,17 +1,14 @@
 package identities
 
 import (
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/kafka"
 )
 
@@ -22,17 +19,7 @@ func openWithSnapshot(t *testing.T, client *kafka.Client, snapshot string, inter
 	cfg := testConfig(t)
 	cfg.Path = dirPath(t)
 	cfg.SnapshotPath, cfg.SnapshotInterval = snapshot, interval
-	logs := &testkit.SyncBuffer{}
-	reg := prometheus.NewRegistry()
-	d, err := Open(testkit.Context(t, 20*time.Second), client, cfg, Options{
-		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		Registerer: reg,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = d.Close() })
-	return openedDir{Directory: d, reg: reg, logs: logs}
+	return openDirWith(t, client, cfg)
 }
 
 // TestSnapshotStartsAFreshInstance: one instance writes snapshots; a new
