@@ -23,15 +23,18 @@ import (
 // the previous change's, and the first change is one when it is an add.
 //
 // Both come from one pass over data_points without FINAL (which 18.16 runs
-// as a single-threaded merge, half the cost): per (partner, cohort, user),
-// the changes in range are collected and sorted by version; copies of one
-// assignment (same record id, same position) are dropped but the first,
-// with arrayEnumerateUniq over (cityHash64(record_id), position) — the
-// record id hashed to keep the arrays small; a collision would need two
-// records of one user and cohort with equal 64-bit hashes. The history
-// before from contributes only its last is_member (argMaxIf), the previous
-// value of the first change in range; no window functions, which 18.16
-// lacks.
+// as a single-threaded merge, half the cost): per (partner, cohort, user)
+// with a change in range, all of its changes are collected and sorted by
+// version; copies of one assignment (same record id, same position) are
+// dropped but the first, with arrayEnumerateUniq over
+// (cityHash64(record_id), position) — the record id hashed to keep the
+// arrays small; a collision would need two records of one user and cohort
+// with equal 64-bit hashes. Every change's predecessor is the one before it
+// in version order, whatever its day: a backfill lands history with its
+// original day at a later offset, so an older day can hold a higher
+// version, and neither "the last change before from" nor "the changes up to
+// to" is the history before a change. Only the changes in range are then
+// counted. No window functions, which 18.16 lacks.
 func (e *Engine) DataPoints(ctx context.Context, workspace string, from, to time.Time, groupBy segments.GroupBy) ([]segments.DataPointRow, error) {
 	var key, order string
 	switch groupBy {
@@ -49,25 +52,25 @@ func (e *Engine) DataPoints(ctx context.Context, workspace string, from, to time
 	fromDay, toDay := from.UTC().Format(time.DateOnly), to.UTC().Format(time.DateOnly)
 	q := "SELECT " + key + `, count() AS billable, sum(eff) AS transitions
 FROM (
-  SELECT partner, cohort_id, before,
+  SELECT partner, cohort_id,
     arrayFilter((x, n) -> n = 1, s, arrayEnumerateUniq(arrayMap(x -> x.4, s), arrayMap(x -> x.5, s))) AS h
   FROM (
     SELECT partner, cohort_id,
-      arraySort(x -> x.1, groupArrayIf((version, is_member, day, cityHash64(record_id), position), day >= toDate(?))) AS s,
-      argMaxIf(is_member, version, day < toDate(?)) AS before
+      arraySort(x -> x.1, groupArray((version, is_member, day, cityHash64(record_id), position))) AS s
     FROM ` + e.table(chsink.TableDataPoints) + `
-    WHERE workspace = ? AND day <= toDate(?)
+    WHERE workspace = ?
     GROUP BY partner, cohort_id, user_id
-    HAVING length(s) > 0
+    HAVING countIf(day >= toDate(?) AND day <= toDate(?)) > 0
   )
 )
 ARRAY JOIN
   arrayMap(x -> x.3, h) AS d,
-  arrayMap((x, prev) -> x.2 != prev, h, arrayPopBack(arrayPushFront(arrayMap(x -> x.2, h), before))) AS eff
+  arrayMap((x, prev) -> x.2 != prev, h, arrayPopBack(arrayPushFront(arrayMap(x -> x.2, h), toUInt8(0)))) AS eff
+WHERE d >= toDate(?) AND d <= toDate(?)
 GROUP BY k1, k2
 ORDER BY ` + order
 	var rows []segments.DataPointRow
-	err := e.query(ctx, "datapoints", q, []any{fromDay, fromDay, workspace, toDay}, func(r driver.Rows) error {
+	err := e.query(ctx, "datapoints", q, []any{workspace, fromDay, toDay, fromDay, toDay}, func(r driver.Rows) error {
 		var k1, k2 string
 		var billable, transitions uint64
 		if err := r.Scan(&k1, &k2, &billable, &transitions); err != nil {

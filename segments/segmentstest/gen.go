@@ -297,6 +297,7 @@ func New() Corpus {
 		writes        []int
 		bSync32       []landed
 		aSync36       []landed
+		cSync58       []landed
 		evtA36, evtB8 time.Time
 	)
 	// The rounds: every cohort that syncs at an hour lands in that hour's
@@ -345,7 +346,10 @@ func New() Corpus {
 		}
 		switch hr {
 		case 9, 58:
-			firstSync(bt, c, pool, at, syncOpts{churn: 0.2})
+			ls := firstSync(bt, c, pool, at, syncOpts{churn: 0.2})
+			if hr == 58 {
+				cSync58 = ls
+			}
 		case 7, 30:
 			firstSync(bt, x, pool, at.Add(20*time.Second), syncOpts{churn: 0.2, strays: 1})
 		case 13:
@@ -381,6 +385,20 @@ func New() Corpus {
 		}
 	}
 
+	// A backfill lands C's history last: a record received on day 1, an
+	// hour after C's first sync, at an offset after every other. Its day
+	// is day 1 but its version is the highest, so in version order it
+	// follows the day-3 changes of its users; it repeats them, and is no
+	// transition. A day-bounded reading would take it for the state before
+	// day 2, or for the change after day 1's.
+	bf := g.newBatch()
+	var late []idChange
+	for _, r := range cSync58[0].rows[:4] {
+		late = append(late, idChange{r.UserID, r.IsMember})
+	}
+	g.record(bf, c, late, h(10), h(10))
+	writes = append(writes, len(g.batches)-1)
+
 	co := Corpus{
 		Workspace: mainWS, OtherWorkspace: otherWS,
 		Now:     h(71).Add(30 * time.Minute),
@@ -391,6 +409,7 @@ func New() Corpus {
 		{Name: "all days by day", Workspace: mainWS, From: day1, To: h(48), GroupBy: segments.GroupByDay},
 		{Name: "all days by partner", Workspace: mainWS, From: day1.Add(-24 * time.Hour), To: h(72), GroupBy: segments.GroupByPartner},
 		{Name: "all days by cohort", Workspace: mainWS, From: day1, To: h(48), GroupBy: segments.GroupByCohort},
+		{Name: "day 1 by cohort", Workspace: mainWS, From: day1, To: h(23), GroupBy: segments.GroupByCohort},
 		{Name: "day 2 by day", Workspace: mainWS, From: h(24), To: h(24), GroupBy: segments.GroupByDay},
 		{Name: "day 2 by cohort, from and to inside the day", Workspace: mainWS, From: h(30), To: h(31), GroupBy: segments.GroupByCohort},
 		{Name: "days 2 and 3 by day", Workspace: mainWS, From: h(24), To: h(71), GroupBy: segments.GroupByDay},
