@@ -6,7 +6,10 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"sort"
+
+	"github.com/RoaringBitmap/roaring/v2"
 
 	"github.com/cohortsync/cohortsync/sinks/state"
 )
@@ -56,61 +59,131 @@ func (d *dict) seekFrom(from int, u []byte) (int, bool) {
 	return i, i < n && bytes.Equal(d.at(i), u)
 }
 
-// buildDict merges the sorted user lists of every cohort of the workspace
-// and returns the cohorts' sequences it covers.
-func buildDict(ctx context.Context, tx *state.ReadTx, ws string, gen uint64) (*dict, map[cohortKey]uint64, error) {
+// built is what one merge of a workspace's cohorts gives: the dictionary,
+// every cohort's current members in its numbers, and the cohort sequences
+// both cover.
+type built struct {
+	dict    *dict
+	members map[cohortKey]*roaring.Bitmap
+	covered map[cohortKey]uint64
+}
+
+// buildDict merges the sorted user lists of every cohort of the workspace.
+// The merge meets every cohort's users in order and numbers them as it
+// goes, so it collects each cohort's current members on the way: a second
+// walk of the cohorts, searching each user in the new dictionary, was as
+// long as the merge itself.
+func buildDict(ctx context.Context, tx *state.ReadTx, ws string, gen uint64) (built, error) {
 	var h cursorHeap
-	covered := map[cohortKey]uint64{}
+	b := built{members: map[cohortKey]*roaring.Bitmap{}, covered: map[cohortKey]uint64{}}
+	// members sizes the dictionary before the merge: grown by append, its
+	// slices were copied and faulted in again and again, half of a first
+	// query's time at a million users.
+	var members int64
 	err := tx.ForEachCohort(ws, func(c state.Cohort, seq uint64) error {
-		covered[cohortKey{c.Partner, c.CohortID}] = seq
-		cur := tx.Users(ws, c.Partner, c.CohortID)
+		members += max(c.Members, 0)
+		k := cohortKey{c.Partner, c.CohortID}
+		b.covered[k] = seq
+		b.members[k] = roaring.New()
+		cur := &dictCursor{UserCursor: tx.Users(ws, c.Partner, c.CohortID), bm: b.members[k]}
 		if cur.Next() {
 			h = append(h, cur)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return built{}, err
 	}
 	heap.Init(&h)
-	d := &dict{offs: []uint32{0}, gen: gen}
+	d := &dict{offs: make([]uint32, 1, min(members, math.MaxUint32)+1), gen: gen}
+	if len(h) > 0 {
+		d.data = make([]byte, 0, min(members*int64(len(h[0].User())+1), math.MaxUint32))
+	}
 	var last []byte
 	for n := 1; len(h) > 0; n++ {
 		if n%65536 == 0 {
 			if err := ctx.Err(); err != nil {
-				return nil, nil, err
+				return built{}, err
 			}
 		}
 		cur := h[0]
 		u := cur.User()
 		if last == nil || !bytes.Equal(u, last) {
 			if len(d.data)+len(u) > math.MaxUint32 || len(d.offs) > math.MaxUint32 {
-				return nil, nil, errDictTooLarge
+				return built{}, errDictTooLarge
 			}
-			d.data = append(d.data, u...)
-			d.offs = append(d.offs, uint32(len(d.data)))
+			d.data = appendDoubling(d.data, u...)
+			d.offs = appendDoubling(d.offs, uint32(len(d.data)))
 			// The cursor's bytes live in the file's memory map as long as
 			// the transaction: no copy needed to compare with the next.
 			last = u
 		}
+		if cur.IsMember() {
+			cur.add(uint32(d.len() - 1))
+		}
 		if cur.Next() {
 			heap.Fix(&h, 0)
 		} else {
+			cur.flush()
 			heap.Pop(&h)
 		}
 	}
-	return d, covered, nil
+	// Members counts each shared user once per cohort, and ids differ in
+	// length: a dictionary far smaller than its estimate gives the rest back.
+	if cap(d.data) > len(d.data)+len(d.data)/4 {
+		d.data = slices.Clone(d.data)
+	}
+	if cap(d.offs) > len(d.offs)+len(d.offs)/4 {
+		d.offs = slices.Clone(d.offs)
+	}
+	for _, bm := range b.members {
+		bm.RunOptimize()
+	}
+	b.dict = d
+	return b, nil
 }
 
-type cursorHeap []*state.UserCursor
+// dictCursor is one cohort's users in the merge, with the members it has
+// numbered so far. Numbers arrive in ascending order, so they are added to
+// the bitmap in runs.
+type dictCursor struct {
+	*state.UserCursor
+	bm  *roaring.Bitmap
+	buf []uint32
+}
+
+func (c *dictCursor) add(n uint32) {
+	if c.buf == nil {
+		c.buf = make([]uint32, 0, 4096)
+	}
+	if c.buf = append(c.buf, n); len(c.buf) == cap(c.buf) {
+		c.flush()
+	}
+}
+
+func (c *dictCursor) flush() {
+	c.bm.AddMany(c.buf)
+	c.buf = c.buf[:0]
+}
+
+type cursorHeap []*dictCursor
 
 func (h cursorHeap) Len() int           { return len(h) }
 func (h cursorHeap) Less(i, j int) bool { return bytes.Compare(h[i].User(), h[j].User()) < 0 }
 func (h cursorHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *cursorHeap) Push(x any)        { *h = append(*h, x.(*state.UserCursor)) }
+func (h *cursorHeap) Push(x any)        { *h = append(*h, x.(*dictCursor)) }
 func (h *cursorHeap) Pop() any {
 	old := *h
 	x := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return x
+}
+
+// appendDoubling is append that doubles a full slice's capacity, where
+// append grows large slices by a quarter and so copies them many times.
+func appendDoubling[T any](s []T, vs ...T) []T {
+	if cap(s)-len(s) < len(vs) {
+		s = slices.Grow(s, max(len(vs), cap(s)))
+	}
+	return append(s, vs...)
 }

@@ -234,13 +234,18 @@ func evalNode(n filter.Node, bms map[cohortKey]*roaring.Bitmap, universe uint64)
 // rebuildDict numbers the workspace's users anew. The caller holds c.mu.
 func (e *Engine) rebuildDict(ctx context.Context, tx *state.ReadTx, c *wsCache, ws string) error {
 	start := time.Now()
-	d, covered, err := buildDict(ctx, tx, ws, c.dict.gen+1)
+	b, err := buildDict(ctx, tx, ws, c.dict.gen+1)
 	if err != nil {
 		return fmt.Errorf("user dictionary of %s: %w", ws, err)
 	}
-	c.dict, c.covered, c.dictSeq = d, covered, tx.WorkspaceSeq(ws)
+	d := b.dict
+	c.dict, c.covered, c.dictSeq = d, b.covered, tx.WorkspaceSeq(ws)
 	clear(c.bitmaps)
+	for k, bm := range b.members {
+		c.bitmaps[k] = cachedBitmap{seq: b.covered[k], gen: d.gen, bm: bm}
+	}
 	e.m.dictBuilds.Inc()
+	e.m.bitmapBuilds.Add(float64(len(b.members)))
 	e.log.InfoContext(ctx, "user dictionary rebuilt", "workspace", ws, "users", d.len(), "bytes", len(d.data), "elapsed", time.Since(start).Round(time.Millisecond).String())
 	return nil
 }
@@ -280,10 +285,11 @@ func (e *Engine) ensureUniverse(ctx context.Context, tx *state.ReadTx, c *wsCach
 // changes. The caller holds c.mu.
 func (e *Engine) nowBitmap(ctx context.Context, tx *state.ReadTx, c *wsCache, ws string, k cohortKey) (*roaring.Bitmap, error) {
 	seq := tx.CohortSeq(ws, k.partner, k.id)
-	if b, ok := c.bitmaps[k]; ok && b.seq == seq && b.gen == c.dict.gen {
-		return b.bm, nil
-	}
 	for attempt := 0; ; attempt++ {
+		// A rebuilt dictionary comes with every cohort's bitmap.
+		if b, ok := c.bitmaps[k]; ok && b.seq == seq && b.gen == c.dict.gen {
+			return b.bm, nil
+		}
 		bm, ok, err := buildNow(ctx, tx, ws, k, c.dict)
 		if err != nil {
 			return nil, fmt.Errorf("members of %s/%s: %w", k.partner, k.id, err)
