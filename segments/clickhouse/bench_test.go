@@ -85,7 +85,9 @@ func BenchmarkAAndNotB(b *testing.B) {
 
 // BenchmarkDataPoints reports data points by day over n assignment rows
 // (30 days, 20 cohorts, n/10 users, records of 1,000 ids, every third round
-// of assignments a remove), loaded with INSERT ... SELECT into data_points.
+// of assignments a remove), loaded with INSERT ... SELECT into the history,
+// membership_changes, which the query reads (the views fill the other
+// tables as the sink's inserts do).
 //
 //	go test -run '^$' -bench DataPoints -benchtime 5x ./segments/clickhouse
 //	COHORTSYNC_BENCH_DATAPOINTS=100000000 go test -run '^$' -bench DataPoints -benchtime 1x -timeout 60m ./segments/clickhouse
@@ -99,11 +101,11 @@ func BenchmarkDataPoints(b *testing.B) {
 	start := time.Now()
 	// Records land step seconds apart so that the rows span 30 days.
 	step := max(30*86400/(n/1000+1), 1)
-	load := fmt.Sprintf("INSERT INTO `%s`.`data_points` (workspace, day, partner, cohort_id, record_id, position, user_id, is_member, version, received_at) "+
-		"SELECT 'bench', toDate(toDateTime(1793000000 + intDiv(number, 1000) * ?)), 'mixpanel', concat('c', toString(number %% 20)), "+
-		"concat('r', toString(intDiv(number, 1000))), number %% 1000, concat('u', toString(number %% ?)), (intDiv(number, ?) %% 3) != 2, "+
-		"number + 1, toDateTime(1793000000 + intDiv(number, 1000) * ?) FROM numbers(?)", db)
-	if err := conn.Exec(ctx, load, step, users, users, step, n); err != nil {
+	load := fmt.Sprintf("INSERT INTO `%s`.`membership_changes` (workspace, partner, cohort_id, user_id, id_kind, id_value, is_member, version, record_id, position, event_time, received_at, partition, offset) "+
+		"SELECT 'bench', 'mixpanel', concat('c', toString(number %% 20)), concat('u', toString(number %% ?)), 'external_id', concat('u', toString(number %% ?)), "+
+		"(intDiv(number, ?) %% 3) != 2, number + 1, concat('r', toString(intDiv(number, 1000))), number %% 1000, "+
+		"toDateTime(1793000000 + intDiv(number, 1000) * ?), toDateTime(1793000000 + intDiv(number, 1000) * ?), 0, intDiv(number, 1000) FROM numbers(?)", db)
+	if err := conn.Exec(ctx, load, users, users, users, step, step, n); err != nil {
 		b.Fatalf("load: %v", err)
 	}
 	b.Logf("loaded %d data points in %s", n, time.Since(start).Round(time.Millisecond))

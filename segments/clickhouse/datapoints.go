@@ -22,19 +22,23 @@ import (
 // cohort, user), a change is a transition when its is_member differs from
 // the previous change's, and the first change is one when it is an add.
 //
-// Both come from one pass over data_points without FINAL (which 18.16 runs
-// as a single-threaded merge, half the cost): per (partner, cohort, user)
-// with a change in range, all of its changes are collected and sorted by
-// version; copies of one assignment (same record id, same position) are
-// dropped but the first, with arrayEnumerateUniq over
-// (cityHash64(record_id), position) — the record id hashed to keep the
-// arrays small; a collision would need two records of one user and cohort
-// with equal 64-bit hashes. Every change's predecessor is the one before it
-// in version order, whatever its day: a backfill lands history with its
-// original day at a later offset, so an older day can hold a higher
-// version, and neither "the last change before from" nor "the changes up to
-// to" is the history before a change. Only the changes in range are then
-// counted. No window functions, which 18.16 lacks.
+// Both come from one pass over the history, membership_changes, without
+// FINAL (which 18.16 runs as a single-threaded merge, half the cost): per
+// (partner, cohort, user) with a change landed in range, all of its changes
+// are collected and sorted by version. A change is a transition when its
+// is_member differs from the change before it in that order, whatever its
+// day: a backfill lands history with its original day at a later offset,
+// so an older day can hold a higher version, and neither "the last change
+// before from" nor "the changes up to to" is the history before a change.
+// Every copy takes part in that order, a producer retry's second copy too,
+// since the state store applies it; data_points cannot give that order, as
+// its key holds one copy of an assignment, whichever a merge kept. Only the
+// first copy of an assignment (same record id, same position, found with
+// arrayEnumerateUniq over (cityHash64(record_id), position), the record id
+// hashed to keep the arrays small: a collision would need two records of
+// one user and cohort with equal 64-bit hashes) is counted, on its UTC
+// landing day, and only the ones in range. No window functions, which
+// 18.16 lacks.
 func (e *Engine) DataPoints(ctx context.Context, workspace string, from, to time.Time, groupBy segments.GroupBy) ([]segments.DataPointRow, error) {
 	var key, order string
 	switch groupBy {
@@ -52,21 +56,23 @@ func (e *Engine) DataPoints(ctx context.Context, workspace string, from, to time
 	fromDay, toDay := from.UTC().Format(time.DateOnly), to.UTC().Format(time.DateOnly)
 	q := "SELECT " + key + `, count() AS billable, sum(eff) AS transitions
 FROM (
-  SELECT partner, cohort_id,
-    arrayFilter((x, n) -> n = 1, s, arrayEnumerateUniq(arrayMap(x -> x.4, s), arrayMap(x -> x.5, s))) AS h
+  SELECT partner, cohort_id, s,
+    arrayMap((x, prev) -> x.2 != prev, s, arrayPopBack(arrayPushFront(arrayMap(x -> x.2, s), toUInt8(0)))) AS changed,
+    arrayEnumerateUniq(arrayMap(x -> x.4, s), arrayMap(x -> x.5, s)) AS copy
   FROM (
     SELECT partner, cohort_id,
-      arraySort(x -> x.1, groupArray((version, is_member, day, cityHash64(record_id), position))) AS s
-    FROM ` + e.table(chsink.TableDataPoints) + `
+      arraySort(x -> x.1, groupArray((version, is_member, toDate(received_at, 'UTC') AS day, cityHash64(record_id), position))) AS s
+    FROM ` + e.table(chsink.TableMembershipChanges) + `
     WHERE workspace = ?
     GROUP BY partner, cohort_id, user_id
     HAVING countIf(day >= toDate(?) AND day <= toDate(?)) > 0
   )
 )
 ARRAY JOIN
-  arrayMap(x -> x.3, h) AS d,
-  arrayMap((x, prev) -> x.2 != prev, h, arrayPopBack(arrayPushFront(arrayMap(x -> x.2, h), toUInt8(0)))) AS eff
-WHERE d >= toDate(?) AND d <= toDate(?)
+  arrayMap(x -> x.3, s) AS d,
+  changed AS eff,
+  copy AS n
+WHERE n = 1 AND d >= toDate(?) AND d <= toDate(?)
 GROUP BY k1, k2
 ORDER BY ` + order
 	var rows []segments.DataPointRow

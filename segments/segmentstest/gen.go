@@ -297,6 +297,7 @@ func New() Corpus {
 		writes        []int
 		bSync32       []landed
 		aSync36       []landed
+		cSync9        []landed
 		cSync58       []landed
 		evtA36, evtB8 time.Time
 	)
@@ -347,6 +348,9 @@ func New() Corpus {
 		switch hr {
 		case 9, 58:
 			ls := firstSync(bt, c, pool, at, syncOpts{churn: 0.2})
+			if hr == 9 {
+				cSync9 = ls
+			}
 			if hr == 58 {
 				cSync58 = ls
 			}
@@ -397,6 +401,29 @@ func New() Corpus {
 		late = append(late, idChange{r.UserID, r.IsMember})
 	}
 	g.record(bf, c, late, h(10), h(10))
+	writes = append(writes, len(g.batches)-1)
+	// Then a producer retry lands one of C's hour-9 records again, long
+	// after: applied, it puts back its users' hour-9 state. A record that
+	// restores the users the hour-58 sync changed then changes their
+	// membership again (transitions), although it repeats their last
+	// billable assignments.
+	var retried landed
+	var restore []idChange
+	for _, l := range cSync9 {
+		restore = restore[:0]
+		for _, r := range l.rows {
+			if now := g.members[c][r.UserID]; now != r.IsMember && len(restore) < 4 {
+				restore = append(restore, idChange{r.UserID, now})
+			}
+		}
+		if len(restore) > 0 {
+			retried = l
+			break
+		}
+	}
+	rb := g.newBatch()
+	g.reland(rb, retried)
+	g.record(rb, c, restore, h(10).Add(30*time.Second), h(10).Add(30*time.Second))
 	writes = append(writes, len(g.batches)-1)
 
 	co := Corpus{

@@ -157,50 +157,56 @@ func (m *model) answer(c Case, user string) segments.Answer {
 }
 
 // dataPoints is the expected report: billable is every distinct assignment
-// once, on its landing day; a transition is an assignment that, in version
-// order of a user's assignments in a cohort, differs from the one before
-// (the first one: when it is an add).
+// once, on its landing day; a transition is an assignment that changed the
+// user's membership: in version order of every change applied to the
+// user's state in the cohort (a producer retry's second copy included,
+// since it is applied), it differs from the one before (the first one:
+// when it is an add). A second copy of an assignment is neither billable
+// nor a transition of its own.
 func (m *model) dataPoints(q DataPointCase) []segments.DataPointRow {
 	type uk struct {
 		k    CohortKey
 		user string
 	}
-	byUser := map[uk][]schemas.ResolvedChange{}
-	for _, p := range m.points[q.Workspace] {
-		k := uk{CohortKey{p.Partner, p.CohortID}, p.UserID}
-		byUser[k] = append(byUser[k], p)
+	type vk struct {
+		uk
+		version uint64
+	}
+	changed := map[vk]bool{}
+	for k, users := range m.history[q.Workspace] {
+		for user, h := range users {
+			prev := false
+			for _, c := range h {
+				changed[vk{uk{k, user}, c.Version}] = c.IsMember != prev
+				prev = c.IsMember
+			}
+		}
 	}
 	from, to := q.From.UTC().Format(time.DateOnly), q.To.UTC().Format(time.DateOnly)
 	type gk struct{ day, partner, cohort string }
 	sums := map[gk]*segments.DataPointRow{}
-	for _, ps := range byUser {
-		slices.SortFunc(ps, func(a, b schemas.ResolvedChange) int { return cmp.Compare(a.Version, b.Version) })
-		prev := false
-		for _, p := range ps {
-			transition := p.IsMember != prev
-			prev = p.IsMember
-			day := p.ReceivedAt.UTC().Format(time.DateOnly)
-			if day < from || day > to {
-				continue
-			}
-			var g gk
-			switch q.GroupBy {
-			case segments.GroupByDay:
-				g.day = day
-			case segments.GroupByPartner:
-				g.partner = p.Partner
-			default:
-				g.partner, g.cohort = p.Partner, p.CohortID
-			}
-			r := sums[g]
-			if r == nil {
-				r = &segments.DataPointRow{Day: g.day, Partner: g.partner, CohortID: g.cohort}
-				sums[g] = r
-			}
-			r.Billable++
-			if transition {
-				r.Transitions++
-			}
+	for _, p := range m.points[q.Workspace] {
+		day := p.ReceivedAt.UTC().Format(time.DateOnly)
+		if day < from || day > to {
+			continue
+		}
+		var g gk
+		switch q.GroupBy {
+		case segments.GroupByDay:
+			g.day = day
+		case segments.GroupByPartner:
+			g.partner = p.Partner
+		default:
+			g.partner, g.cohort = p.Partner, p.CohortID
+		}
+		r := sums[g]
+		if r == nil {
+			r = &segments.DataPointRow{Day: g.day, Partner: g.partner, CohortID: g.cohort}
+			sums[g] = r
+		}
+		r.Billable++
+		if changed[vk{uk{CohortKey{p.Partner, p.CohortID}, p.UserID}, p.Version}] {
+			r.Transitions++
 		}
 	}
 	out := []segments.DataPointRow{}
