@@ -3,7 +3,9 @@ package identities
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 )
@@ -26,11 +28,16 @@ func benchUsers(b *testing.B, n int) []Message {
 	return msgs
 }
 
-// BenchmarkIndexLoad is a fresh replica catching up: b.N users spread over
-// four partitions, each applied by its own goroutine in fetches of 1,000, as
-// the directory's tails do.
+// BenchmarkIndexLoad is a fresh replica catching up: b.N users, in random
+// order, spread over COHORTSYNC_BENCH_PARTITIONS partitions (default 4),
+// each applied by its own goroutine in fetches of COHORTSYNC_BENCH_FETCH
+// records (default 1,000), as the directory's tails do.
+//
+//	go test -run '^$' -bench IndexLoad -benchtime 200000x ./stores/identities/
+//	COHORTSYNC_BENCH_PARTITIONS=12 COHORTSYNC_BENCH_FETCH=8000 go test -run '^$' -bench IndexLoad -benchtime 500000x ./stores/identities/
 func BenchmarkIndexLoad(b *testing.B) {
-	const partitions, fetch = 4, 1000
+	partitions := benchEnv(b, "COHORTSYNC_BENCH_PARTITIONS", 4)
+	fetch := benchEnv(b, "COHORTSYNC_BENCH_FETCH", 1000)
 	msgs := benchUsers(b, b.N)
 	parts := make([][]Message, partitions)
 	for i, m := range msgs {
@@ -109,4 +116,17 @@ func BenchmarkIndexLookup(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchEnv reads a positive count from the environment, def when unset.
+func benchEnv(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive count", name, v)
+	}
+	return n
 }

@@ -2,9 +2,7 @@ package identities
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,14 +16,7 @@ import (
 //
 //	go test -run '^$' -bench DirectoryStart -benchtime 3x ./stores/identities/
 func BenchmarkDirectoryStart(b *testing.B) {
-	users := 200_000
-	if v := os.Getenv("COHORTSYNC_BENCH_USERS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("COHORTSYNC_BENCH_USERS=%q: want a positive count", v)
-		}
-		users = n
-	}
+	users := benchEnv(b, "COHORTSYNC_BENCH_USERS", 200_000)
 	client := newTestClient(b)
 	loader, err := NewLoader(client, DefaultConfig(b.TempDir()), nil)
 	if err != nil {
