@@ -3,6 +3,7 @@ package partnerapi
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -166,4 +167,76 @@ func FuzzIDListAgrees(f *testing.F) {
 			t.Fatalf("idList(%q) = %q, %v; encoding/json: %q, %v", raw, got, ok, want, wantOK)
 		}
 	})
+}
+
+// scanChangesSeeds are bodies the one-pass reader takes and ones it leaves
+// to the general path.
+var scanChangesSeeds = []string{
+	`{"partner_api_key":"k","client_secret":"s","cohort_id":"c","cohort_changes":[{"user_ids":["a","b"]}]}`,
+	`{"client_secret":"s","cohort_changes":[{"user_ids":["a"],"should_remove":true},{"device_ids":["d"],"user_ids":null}],"cohort_id":"c","partner_api_key":"k"}`,
+	`{"cohort_id":"c","cohort_changes":[]}`,
+	`{"cohort_id":"c","cohort_changes":[{"user_ids":[]}]}`,
+	`{"cohort_id":"c","cohort_changes":[{"user_ids":[""]}]}`,
+	`{"cohort_id":" ","cohort_changes":[{"user_ids":["a"]}]}`,
+	`{"cohort_id":"c","cohort_id":"d","cohort_changes":[{"user_ids":["a"]}]}`,
+	`{"cohort_id":"c","cohort_changes":[{"user_ids":["a"],"user_ids":["b"]}]}`,
+	`{"cohort_id":"c","cohort_changes":[{"should_remove":false}]}`,
+	`{"cohort_id":"c","cohort_changes":[{"user_ids":["a"],"should_remove":nul}]}`,
+	`{"cohort_id":"c","cohort_changes":[{"aliases":[{"alias_name":"n","alias_label":"l"}]}]}`,
+	`{"cohort_id":"c","cohort_changes":[{"user_ids":["a"]}],"extra":1}`,
+	`{"cohort_id":"c", "cohort_changes":[{"user_ids":["a"]}]}`,
+	`{"cohort_id":"\u0063","cohort_changes":[{"user_ids":["a"]}]}`,
+	`{"partner_api_key":null,"cohort_id":"c","cohort_changes":[{"user_ids":["a"]}]}`,
+	`{"cohort_id":"c","cohort_changes":[{"user_ids":["a"]}]}x`,
+	`{"cohort_id":"c","cohort_changes":[{"user_ids":["a"]},]}`,
+	`{}`, `{`, `null`, `[]`,
+}
+
+// FuzzScanChangesAgrees: whatever body the one-pass reader takes, the
+// general path (decodeObject, stringField, parseChanges) accepts too, with
+// the same credentials, payload and id count.
+func FuzzScanChangesAgrees(f *testing.F) {
+	for _, seed := range scanChangesSeeds {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, ok := scanChanges(body)
+		if !ok {
+			return
+		}
+		fields, msg := decodeObject(body)
+		if msg != "" {
+			t.Fatalf("scanChanges took %q, decodeObject refuses it: %s", body, msg)
+		}
+		key, _ := stringField(fields, "partner_api_key")
+		secret, hasSecret := stringField(fields, "client_secret")
+		payload, ids, msg := parseChanges(fields)
+		if msg != "" {
+			t.Fatalf("scanChanges took %q, parseChanges refuses it: %s", body, msg)
+		}
+		want := changesBody{apiKey: key, secret: secret, hasSecret: hasSecret, payload: payload, ids: ids}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\n scanChanges %+v\n general     %+v", body, got, want)
+		}
+	})
+}
+
+// The seeds the reader must take, and the ones it must leave to the
+// general path (which refuses or reads them with their exact message).
+func TestScanChangesTakesOnlyTheCompactForm(t *testing.T) {
+	t.Parallel()
+	taken := map[int]bool{0: true, 1: true, 2: true, 3: true}
+	for i, body := range scanChangesSeeds {
+		if _, ok := scanChanges([]byte(body)); ok != taken[i] {
+			t.Errorf("scanChanges(%s) = %v, want %v", body, ok, taken[i])
+		}
+	}
+	ids := make([]string, maxIDsPerRequest+1)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("u%d", i)
+	}
+	body, _ := json.Marshal(map[string]any{"cohort_id": "c", "cohort_changes": []map[string]any{{"user_ids": ids}}})
+	if _, ok := scanChanges(body); ok {
+		t.Error("1,001 ids taken; the general path must refuse them with the limit's message")
+	}
 }

@@ -34,6 +34,9 @@ func ParseCohortBody(body []byte) (schemas.CohortPayload, error) {
 // ParseChangesBody applies the checks of POST /partners/{p}/cohorts/users
 // to a body, the 1,000-id limit included. Credentials are not looked at.
 func ParseChangesBody(body []byte) (schemas.CohortChangesPayload, error) {
+	if b, ok := scanChanges(body); ok {
+		return b.payload, nil
+	}
 	f, msg := decodeObject(body)
 	if msg != "" {
 		return schemas.CohortChangesPayload{}, &BodyError{Message: msg}

@@ -227,27 +227,40 @@ func (a *API) process(ep endpoint, w http.ResponseWriter, r *http.Request, q **q
 		log.Debug("request refused", slog.String("reason", "body"), slog.Int("status", rep.status))
 		return rep
 	}
-	f, msg := decodeObject(body)
-	if msg != "" {
-		log.Debug("request refused", slog.String("reason", msg))
-		return textReply(http.StatusBadRequest, msg)
+	// A changes body in the usual compact form is read in one pass; every
+	// other body, and every one that is refused, is decoded field by field.
+	var (
+		f       fields
+		msg     string
+		parsed  changesBody
+		scanned bool
+	)
+	if ep.kind != schemas.KindCohort {
+		parsed, scanned = scanChanges(body)
+	}
+	if !scanned {
+		if f, msg = decodeObject(body); msg != "" {
+			log.Debug("request refused", slog.String("reason", msg))
+			return textReply(http.StatusBadRequest, msg)
+		}
+		parsed.apiKey, _ = stringField(f, "partner_api_key")
+		parsed.secret, parsed.hasSecret = stringField(f, "client_secret")
 	}
 
 	// Authentication. Nothing about a secret is logged, not even its
 	// length: the key id, once known, is what identifies the caller.
-	wantKey, ok := a.partnerKeys[partner]
-	if !ok {
+	wantKey, known := a.partnerKeys[partner]
+	if !known {
 		log.Debug("request refused", slog.String("reason", "partner not enabled"))
 		return textReply(http.StatusUnauthorized, msgUnauthorized)
 	}
-	apiKey, _ := stringField(f, "partner_api_key")
-	gotKey := sha256.Sum256([]byte(apiKey))
+	gotKey := sha256.Sum256([]byte(parsed.apiKey))
 	if subtle.ConstantTimeCompare(gotKey[:], wantKey[:]) != 1 {
 		log.Debug("request refused", slog.String("reason", "partner_api_key"))
 		return textReply(http.StatusUnauthorized, msgPartnerAPIKey)
 	}
-	secret, ok := stringField(f, "client_secret")
-	if !ok || secret == "" {
+	secret := parsed.secret
+	if !parsed.hasSecret || secret == "" {
 		log.Debug("request refused", slog.String("reason", "client_secret missing"))
 		return textReply(http.StatusUnauthorized, msgClientSecret)
 	}
@@ -282,9 +295,11 @@ func (a *API) process(ep endpoint, w http.ResponseWriter, r *http.Request, q **q
 	var payload schemas.Payload
 	ids := 0
 
-	switch ep.kind {
-	case schemas.KindCohort:
+	switch {
+	case ep.kind == schemas.KindCohort:
 		payload, msg = parseCohort(f)
+	case scanned:
+		payload, ids = parsed.payload, parsed.ids
 	default:
 		payload, ids, msg = parseChanges(f)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"mime"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf16"
@@ -372,4 +373,128 @@ func maskSecret(secret, keyID string) string {
 		return maskedSecretSuffix
 	}
 	return string(runes[:4]) + maskedSecretSuffix
+}
+
+// changesBody is a POST .../cohorts/users body read in one pass: the
+// credentials the handler checks and the payload parseChanges would give.
+type changesBody struct {
+	apiKey    string
+	secret    string
+	hasSecret bool
+	payload   schemas.CohortChangesPayload
+	ids       int
+}
+
+// scanChanges reads a valid body in the compact form serializers write
+// (no whitespace, no escapes, each key once, in any order; user_ids,
+// device_ids and should_remove in each change) in one pass, where the
+// general path decodes it level by level with encoding/json: the body
+// object, the changes array, each change, each list. Anything else, every
+// body that would be refused included, reports false and takes the general
+// path, which has the exact message for it; FuzzScanChangesAgrees holds the
+// two to the same answer.
+func scanChanges(body []byte) (changesBody, bool) {
+	s, ok := jsonscan.New(body)
+	if !ok || !s.Literal("{") {
+		return changesBody{}, false
+	}
+	var (
+		b                          changesBody
+		cohortID                   string
+		changes                    []schemas.Change
+		hasKey, hasCohort, hasList bool
+	)
+	for n := 0; !s.Literal("}"); n++ {
+		var key string
+		if (n > 0 && !s.Literal(",")) || !s.String(&key) || !s.Literal(":") {
+			return changesBody{}, false
+		}
+		switch {
+		case key == "partner_api_key" && !hasKey:
+			hasKey = s.String(&b.apiKey)
+			if !hasKey {
+				return changesBody{}, false
+			}
+		case key == "client_secret" && !b.hasSecret:
+			b.hasSecret = s.String(&b.secret)
+			if !b.hasSecret {
+				return changesBody{}, false
+			}
+		case key == "cohort_id" && !hasCohort:
+			hasCohort = s.String(&cohortID)
+			if !hasCohort {
+				return changesBody{}, false
+			}
+		case key == "cohort_changes" && !hasList:
+			hasList = s.Array(func() bool {
+				c, ok := scanChange(s)
+				changes = append(changes, c)
+				return ok
+			})
+			if !hasList {
+				return changesBody{}, false
+			}
+		default:
+			return changesBody{}, false
+		}
+	}
+	if !s.End() || !hasCohort || !hasList || strings.TrimSpace(cohortID) == "" {
+		return changesBody{}, false
+	}
+	for _, c := range changes {
+		b.ids += len(c.UserIDs) + len(c.DeviceIDs)
+	}
+	if b.ids > maxIDsPerRequest {
+		return changesBody{}, false
+	}
+	if changes == nil {
+		changes = []schemas.Change{}
+	}
+	b.payload = schemas.CohortChangesPayload{CohortID: cohortID, Changes: changes}
+	return b, true
+}
+
+// scanChange reads one cohort_changes entry for scanChanges: at least one
+// list of non-empty ids (null counts as absent, as in parseChange) and an
+// optional should_remove. Aliases take the general path.
+func scanChange(s *jsonscan.Scanner) (schemas.Change, bool) {
+	var c schemas.Change
+	if !s.Literal("{") {
+		return c, false
+	}
+	var seenUsers, seenDevices, seenRemove, present bool
+	for n := 0; !s.Literal("}"); n++ {
+		var key string
+		if (n > 0 && !s.Literal(",")) || !s.String(&key) || !s.Literal(":") {
+			return c, false
+		}
+		var dst *[]string
+		switch {
+		case key == "user_ids" && !seenUsers:
+			seenUsers, dst = true, &c.UserIDs
+		case key == "device_ids" && !seenDevices:
+			seenDevices, dst = true, &c.DeviceIDs
+		case key == "should_remove" && !seenRemove:
+			seenRemove = true
+			switch {
+			case s.Literal("true"):
+				c.ShouldRemove = true
+			case s.Literal("false"), s.Literal("null"):
+			default:
+				return c, false
+			}
+			continue
+		default:
+			return c, false
+		}
+		if s.Literal("null") {
+			continue
+		}
+		var ids []string
+		if !s.Strings(&ids) || slices.Contains(ids, "") {
+			return c, false
+		}
+		*dst, present = ids, true
+	}
+	return c, present
 }
