@@ -15,6 +15,16 @@ func Encode(e Envelope) ([]byte, error) {
 	if err := e.Validate(); err != nil {
 		return nil, fmt.Errorf("schemas: encode: %w", err)
 	}
+	if p, ok := deref(e.Payload).(CohortChangesPayload); ok {
+		if b, ok := encodeV1Canonical(e, p); ok {
+			return b, nil
+		}
+	}
+	return encodeV1(e)
+}
+
+// encodeV1 is Encode through encoding/json, for every record.
+func encodeV1(e Envelope) ([]byte, error) {
 	w := wireV1[any]{
 		SchemaVersion: CurrentVersion,
 		RecordID:      e.RecordID,

@@ -437,6 +437,37 @@ func TestNewRecordID(t *testing.T) {
 	}
 }
 
+// BenchmarkEncode writes a record of 1,000 user ids, the partner API's
+// largest, with the canonical writer (what Encode does for it) and with
+// encoding/json (what Encode does for any other record).
+//
+//	go test -run '^$' -bench Encode -benchtime 5000x ./schemas/
+func BenchmarkEncode(b *testing.B) {
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("user-%08d", i)
+	}
+	e := validEnvelope()
+	p := CohortChangesPayload{CohortID: "1234567", Changes: []Change{{UserIDs: ids}}}
+	e.Payload = p
+	b.Run("writer=canonical", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := encodeV1Canonical(e, p); !ok {
+				b.Fatal("canonical writer refused the record")
+			}
+		}
+	})
+	b.Run("writer=encoding_json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := encodeV1(e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 func BenchmarkDecode(b *testing.B) {
 	now := time.Date(2024, 11, 5, 9, 30, 0, 0, time.UTC)
 	changes := func(n int) Payload {
@@ -595,6 +626,61 @@ func TestCanonicalReadsWhatEncodeWrites(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("canonical reading:\n got %+v\nwant %+v", got, want)
+		}
+	}
+}
+
+// FuzzEncodeCanonicalAgrees checks that whenever the canonical writer takes
+// a record it writes the bytes encoding/json writes: the golden files and
+// every reader rely on one wire form.
+func FuzzEncodeCanonicalAgrees(f *testing.F) {
+	f.Add("r", "ws", "mixpanel", "", "c", "u1,u2", "d", "a@x|email", true, int64(0))
+	f.Add("r", "ws", "mixpanel", "key-1", "c", "", "", "", false, int64(345678000))
+	f.Add("r", "ws", "p", "k", "c", "ü,\u2028x", "<&>", "a\"b|l", false, int64(1))
+	f.Add("r", "ws", "p", "k", "c", "a\\b,\x7f", "\x01", "", true, int64(-5))
+	f.Fuzz(func(t *testing.T, record, ws, partner, key, cohort, users, devices, aliases string, remove bool, nanos int64) {
+		at := time.Date(2026, 12, 6, 10, 11, 12, 0, time.UTC).Add(time.Duration(nanos))
+		split := func(s string) []string {
+			if s == "" {
+				return nil
+			}
+			return strings.Split(s, ",")
+		}
+		c := Change{UserIDs: split(users), DeviceIDs: split(devices), ShouldRemove: remove}
+		for _, a := range split(aliases) {
+			name, label, _ := strings.Cut(a, "|")
+			c.Aliases = append(c.Aliases, Alias{Name: name, Label: label})
+		}
+		e := Envelope{SchemaVersion: 1, RecordID: record, Workspace: ws, Partner: partner, ReceivedAt: at, EventTime: at.Add(-time.Hour),
+			KeyID: key, Payload: CohortChangesPayload{CohortID: cohort, Changes: []Change{c, {UserIDs: []string{"tail"}}}}}
+		if e.Validate() != nil {
+			return
+		}
+		got, ok := encodeV1Canonical(e, e.Payload.(CohortChangesPayload))
+		if !ok {
+			return
+		}
+		want, err := encodeV1(e)
+		if err != nil {
+			t.Fatalf("canonical writer took a record encoding/json refuses: %v", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("canonical writer:\n%s\nencoding/json:\n%s", got, want)
+		}
+	})
+}
+
+// TestCanonicalWriterTakesPlainRecords: the partner API's usual record takes
+// the canonical writer, and one with a string encoding/json may rewrite
+// does not.
+func TestCanonicalWriterTakesPlainRecords(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 12, 6, 10, 11, 12, 0, time.UTC)
+	for ids, want := range map[string]bool{"u1,u2,a@b.c": true, "u1,ü": false, "u1,a\"b": false, "\u2028": false, "u1,a<b": true} {
+		p := CohortChangesPayload{CohortID: "c", Changes: []Change{{UserIDs: strings.Split(ids, ",")}}}
+		e := Envelope{SchemaVersion: 1, RecordID: "r", Workspace: "ws", Partner: "mixpanel", ReceivedAt: at, EventTime: at, KeyID: "k", Payload: p}
+		if _, ok := encodeV1Canonical(e, p); ok != want {
+			t.Errorf("ids %q: canonical writer took it %v, want %v", ids, ok, want)
 		}
 	}
 }
