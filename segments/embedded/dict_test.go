@@ -16,8 +16,19 @@ import (
 // The bitmaps the dictionary's merge collects must be the ones a walk of
 // each cohort along the finished dictionary gives (buildNow), or a first
 // query would answer differently from a later one.
+// Both ways of merging are covered: by scanning a few cursors' heads, and
+// through the heap past smallMerge cohorts.
 func TestBuildDictCollectsEveryCohortsMembers(t *testing.T) {
 	t.Parallel()
+	for _, n := range []int{smallMerge - 3, 3 * smallMerge} {
+		t.Run(fmt.Sprintf("cohorts=%d", n), func(t *testing.T) {
+			t.Parallel()
+			checkBuildDict(t, n)
+		})
+	}
+}
+
+func checkBuildDict(t *testing.T, n int) {
 	s, err := state.Open(state.DefaultConfig(t.TempDir()), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -26,8 +37,11 @@ func TestBuildDictCollectsEveryCohortsMembers(t *testing.T) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(7, 11))
 	at := time.Date(2024, 11, 4, 9, 0, 0, 0, time.UTC)
-	cohorts := []string{"A", "B", "C", "D", "empty-after-removes"}
-	for offset := range int64(40) {
+	cohorts := []string{"empty-after-removes"}
+	for i := 1; i < n; i++ {
+		cohorts = append(cohorts, fmt.Sprintf("c%02d", i))
+	}
+	for offset := range int64(10 * n) {
 		cb := schemas.NewChangesBuilder(nil)
 		c := cohorts[rng.IntN(len(cohorts))]
 		for pos := range 200 {
@@ -78,8 +92,8 @@ func TestBuildDictCollectsEveryCohortsMembers(t *testing.T) {
 				nonEmpty++
 			}
 		}
-		if nonEmpty < 3 {
-			t.Errorf("%d cohorts with members, want the test to cover several", nonEmpty)
+		if len(b.members) != n || nonEmpty < n-1 {
+			t.Errorf("%d cohorts, %d with members; want %d, all but one with members", len(b.members), nonEmpty, n)
 		}
 		return nil
 	})
