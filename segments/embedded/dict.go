@@ -94,9 +94,9 @@ func buildDict(ctx context.Context, tx *state.ReadTx, ws string, gen uint64) (bu
 	if err != nil {
 		return built{}, err
 	}
-	// A query names a few cohorts and a small workspace has few: a scan of
-	// a handful of heads costs less per user than the heap's interface
-	// calls, which were a fifth of a first query over two cohorts.
+	// The merge covers every cohort of the workspace. When there are only a
+	// handful, a scan of their heads costs less per user than the heap's
+	// interface calls, which were a fifth of a first query over two cohorts.
 	small := len(h) <= smallMerge
 	if !small {
 		heap.Init(&h)
