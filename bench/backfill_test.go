@@ -17,6 +17,7 @@ import (
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/connectors/backfill"
 	"github.com/cohortsync/cohortsync/connectors/files"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/pipeline"
 	"github.com/cohortsync/cohortsync/schemas"
 	"github.com/cohortsync/cohortsync/service"
@@ -32,13 +33,7 @@ const (
 )
 
 func bfChanges(b *testing.B) int {
-	n := 1_000_000
-	if v := os.Getenv("COHORTSYNC_BENCH_CHANGES"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < bfIDsPerRecord {
-			b.Fatalf("COHORTSYNC_BENCH_CHANGES=%q: want at least %d", v, bfIDsPerRecord)
-		}
-	}
+	n := testkit.EnvCount(b, "COHORTSYNC_BENCH_CHANGES", 1_000_000, bfIDsPerRecord)
 	return n / bfIDsPerRecord * bfIDsPerRecord
 }
 

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,14 +37,7 @@ const (
 //
 //	go test -run '^$' -bench Stages -benchtime 200x ./bench/
 func BenchmarkStages(b *testing.B) {
-	users := 1_000_000
-	if v := os.Getenv("COHORTSYNC_BENCH_USERS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < stIDsPerRecord {
-			b.Fatalf("COHORTSYNC_BENCH_USERS=%q: want at least %d", v, stIDsPerRecord)
-		}
-		users = n
-	}
+	users := testkit.EnvCount(b, "COHORTSYNC_BENCH_USERS", 1_000_000, stIDsPerRecord)
 	dir := stagesDirectory(b, users)
 	batches := stagesBatches(b, users)
 	ret, err := retention.New(retention.Config{Cutoff: time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC)})

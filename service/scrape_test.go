@@ -23,6 +23,7 @@ import (
 
 	"github.com/cohortsync/cohortsync/config"
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
 
 // hangProxy forwards TCP connections to target until Hang. From then on it
@@ -290,14 +291,7 @@ func TestMetricsAnswerWhileClickHouseAndKafkaHang(t *testing.T) {
 //
 //	COHORTSYNC_TEST_CLICKHOUSE_ADDR=127.0.0.1:9000 go test -run '^$' -bench BenchmarkMetricsScrape -benchtime 200x ./service/
 func BenchmarkMetricsScrape(b *testing.B) {
-	members := 3_000_000
-	if s := os.Getenv("COHORTSYNC_BENCH_MEMBERS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			b.Fatalf("COHORTSYNC_BENCH_MEMBERS: %v", err)
-		}
-		members = n
-	}
+	members := testkit.EnvCount(b, "COHORTSYNC_BENCH_MEMBERS", 3_000_000, 1)
 	chAddr, db := chtest.NewDatabase(b)
 	proxy := newHangProxy(b, chAddr)
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))

@@ -6,6 +6,8 @@ package testkit
 import (
 	"bytes"
 	"context"
+	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -62,4 +64,21 @@ func ProcessCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// EnvCount reads a count from the environment variable name, so that a
+// benchmark stays quick by default and its large runs are one variable
+// away: def when unset, and a failure when the value is not a number of at
+// least least.
+func EnvCount(t testing.TB, name string, def, least int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < least {
+		t.Fatalf("%s=%q: want a number, at least %d", name, v, least)
+	}
+	return n
 }

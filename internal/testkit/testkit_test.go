@@ -57,3 +57,14 @@ func TestDetachedContextOutlivesTheBody(t *testing.T) {
 		t.Error("detached context not cancelled once the cleanups ran")
 	}
 }
+
+func TestEnvCount(t *testing.T) {
+	t.Setenv("COHORTSYNC_TEST_ENVCOUNT", "")
+	if n := EnvCount(t, "COHORTSYNC_TEST_ENVCOUNT", 7, 1); n != 7 {
+		t.Errorf("unset: %d, want the default 7", n)
+	}
+	t.Setenv("COHORTSYNC_TEST_ENVCOUNT", "250000")
+	if n := EnvCount(t, "COHORTSYNC_TEST_ENVCOUNT", 7, 10); n != 250000 {
+		t.Errorf("set: %d, want 250000", n)
+	}
+}

@@ -4,28 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/cohortsync/cohortsync/internal/chtest"
+	"github.com/cohortsync/cohortsync/internal/testkit"
 	"github.com/cohortsync/cohortsync/segments"
 )
-
-// benchSize reads a size from the environment, so that `go test -bench`
-// stays quick by default and the large runs are one variable away.
-func benchSize(b *testing.B, env string, def int) int {
-	s := os.Getenv(env)
-	if s == "" {
-		return def
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 10 {
-		b.Fatalf("%s=%q: want a number of rows, at least 10", env, s)
-	}
-	return n
-}
 
 // loadCtx bounds loading the benchmark data: 10M or 100M rows take minutes.
 func loadCtx(b *testing.B) context.Context {
@@ -42,7 +27,7 @@ func loadCtx(b *testing.B) context.Context {
 //	go test -run '^$' -bench AAndNotB -benchtime 5x ./segments/clickhouse
 //	COHORTSYNC_BENCH_MEMBERS=10000000 go test -run '^$' -bench AAndNotB -benchtime 3x -timeout 30m ./segments/clickhouse
 func BenchmarkAAndNotB(b *testing.B) {
-	n := benchSize(b, "COHORTSYNC_BENCH_MEMBERS", 100_000)
+	n := testkit.EnvCount(b, "COHORTSYNC_BENCH_MEMBERS", 100_000, 10)
 	addr, db := chtest.NewDatabase(b)
 	_, eng := newPairAt(b, addr, db)
 	conn := chtest.Open(b, addr)
@@ -92,7 +77,7 @@ func BenchmarkAAndNotB(b *testing.B) {
 //	go test -run '^$' -bench DataPoints -benchtime 5x ./segments/clickhouse
 //	COHORTSYNC_BENCH_DATAPOINTS=100000000 go test -run '^$' -bench DataPoints -benchtime 1x -timeout 60m ./segments/clickhouse
 func BenchmarkDataPoints(b *testing.B) {
-	n := benchSize(b, "COHORTSYNC_BENCH_DATAPOINTS", 1_000_000)
+	n := testkit.EnvCount(b, "COHORTSYNC_BENCH_DATAPOINTS", 1_000_000, 10)
 	users := max(n/10, 1)
 	addr, db := chtest.NewDatabase(b)
 	_, eng := newPairAt(b, addr, db)

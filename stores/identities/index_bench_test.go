@@ -3,11 +3,11 @@ package identities
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/cohortsync/cohortsync/internal/testkit"
 )
 
 // benchUsers builds n identity messages in the shape of the peers
@@ -36,8 +36,8 @@ func benchUsers(b *testing.B, n int) []Message {
 //	go test -run '^$' -bench IndexLoad -benchtime 200000x ./stores/identities/
 //	COHORTSYNC_BENCH_PARTITIONS=12 COHORTSYNC_BENCH_FETCH=8000 go test -run '^$' -bench IndexLoad -benchtime 500000x ./stores/identities/
 func BenchmarkIndexLoad(b *testing.B) {
-	partitions := benchEnv(b, "COHORTSYNC_BENCH_PARTITIONS", 4)
-	fetch := benchEnv(b, "COHORTSYNC_BENCH_FETCH", 1000)
+	partitions := testkit.EnvCount(b, "COHORTSYNC_BENCH_PARTITIONS", 4, 1)
+	fetch := testkit.EnvCount(b, "COHORTSYNC_BENCH_FETCH", 1000, 1)
 	msgs := benchUsers(b, b.N)
 	parts := make([][]Message, partitions)
 	for i, m := range msgs {
@@ -116,17 +116,4 @@ func BenchmarkIndexLookup(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// benchEnv reads a positive count from the environment, def when unset.
-func benchEnv(b *testing.B, name string, def int) int {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		b.Fatalf("%s=%q: want a positive count", name, v)
-	}
-	return n
 }

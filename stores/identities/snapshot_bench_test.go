@@ -16,7 +16,7 @@ import (
 //
 //	go test -run '^$' -bench DirectoryStart -benchtime 3x ./stores/identities/
 func BenchmarkDirectoryStart(b *testing.B) {
-	users := benchEnv(b, "COHORTSYNC_BENCH_USERS", 200_000)
+	users := testkit.EnvCount(b, "COHORTSYNC_BENCH_USERS", 200_000, 1)
 	client := newTestClient(b)
 	loader, err := NewLoader(client, DefaultConfig(b.TempDir()), nil)
 	if err != nil {
