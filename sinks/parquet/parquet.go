@@ -122,6 +122,7 @@ type Sink struct {
 	stagedRows int // the sum over due
 	rolls      uint64
 	rowBuf     []changeRow
+	stageBuf   []byte // a staged file's encoding, reused (stage)
 
 	// rollMu keeps rolls one at a time. A roll does not hold mu: batches
 	// go on being staged while it runs, into its partition too (its intent
@@ -584,9 +585,19 @@ func (s *Sink) stagePartition(ctx context.Context, cols *changeCols, p int32, r 
 		s.m.skipped.WithLabelValues(skipRedelivered).Add(float64(len(rows)))
 		return nil
 	}
-	// A record landed twice within one batch comes in twice: inBatch
-	// catches the second copy, which the index does not know yet.
-	inBatch := map[rowKey]struct{}{}
+	// The resolver emits a record's rows together, so the rows come in runs
+	// of one record id and offset: the record's day and what the index
+	// knows of it are looked up once per run, not once per row. A record
+	// landed twice within one batch comes in twice, as a second run at
+	// another offset, which the index does not know yet: only such a run is
+	// checked against the rows kept from the record's earlier runs.
+	firstOffset := map[string]int64{}
+	var (
+		run     runKey
+		inRun   bool
+		known   []uint64 // the index's positions of run's record
+		earlier []uint64 // positions kept from the record's earlier copies in this batch
+	)
 	kept := s.rowBuf[:0]
 	redelivered, already := 0, 0
 	for _, i := range rows {
@@ -595,16 +606,23 @@ func (s *Sink) stagePartition(ctx context.Context, cols *changeCols, p int32, r 
 			continue
 		}
 		row := rowOf(cols, i)
-		d, err := s.seen.day(seenKey{row.Workspace, dayOf(arrowTimestamp(row.ReceivedAt))}, s.rolls)
-		if err != nil {
-			return err
+		if k := (runKey{row.RecordID, row.Offset}); !inRun || k != run {
+			run, inRun = k, true
+			d, err := s.seen.day(seenKey{row.Workspace, dayOf(arrowTimestamp(row.ReceivedAt))}, s.rolls)
+			if err != nil {
+				return err
+			}
+			known, earlier = d.recs[row.RecordID], nil
+			if off, seen := firstOffset[row.RecordID]; !seen {
+				firstOffset[row.RecordID] = row.Offset
+			} else if off != row.Offset {
+				earlier = positionsOf(kept, row.RecordID)
+			}
 		}
-		k := rowKey{row.RecordID, row.Position}
-		if _, dup := inBatch[k]; dup || d.has(k.record, k.pos) {
+		if hasBit(known, row.Position) || hasBit(earlier, row.Position) {
 			already++
 			continue
 		}
-		inBatch[k] = struct{}{}
 		kept = append(kept, row)
 	}
 	// Even a batch of rows all skipped is staged (as an empty file) when it
@@ -614,9 +632,7 @@ func (s *Sink) stagePartition(ctx context.Context, cols *changeCols, p int32, r 
 	nb, err := s.stage(ctx, dir, file, kept)
 	if err == nil {
 		// Durable: the index may say so now. Every day was read in above.
-		for _, row := range kept {
-			s.seen.days[seenKey{row.Workspace, dayOf(arrowTimestamp(row.ReceivedAt))}].add(row.RecordID, row.Position)
-		}
+		s.seen.addRows(kept)
 	}
 	clear(kept)
 	s.rowBuf = kept

@@ -162,6 +162,53 @@ func TestEachRowOnceAcrossReplays(t *testing.T) {
 	assertEachRowOnce(t, root, append(slices.Clone(changes), moreChanges...))
 }
 
+// TestRecordLandedTwiceInOneBatch: a producer retry can put both copies of
+// a record (same record id and positions, other offsets) into one batch,
+// where the index does not know either yet; a third copy lands in the next
+// batch. Each (record_id, position) is written once.
+func TestRecordLandedTwiceInOneBatch(t *testing.T) {
+	t.Parallel()
+	ctx := testkit.DetachedContext(t, 60*time.Second)
+	spec := smallSpec()
+	changes := generate(spec)
+	root := t.TempDir()
+	s := newTestSink(t, root, Options{})
+	// Partition 0 holds offsets 100..119; its copies land at 120..139, in
+	// the same batch, interleaved with the first copies' rows.
+	first, _ := between(changes, 0, 100, 119)
+	second := relanded(first, 20)
+	var batch []schemas.ResolvedChange
+	for off := int64(100); off <= 119; off++ {
+		for _, c := range first {
+			if c.Offset == off {
+				batch = append(batch, c)
+			}
+		}
+		for _, c := range second {
+			if c.Offset == off+20 {
+				batch = append(batch, c)
+			}
+		}
+	}
+	if err := s.Write(ctx, buildOutput(t, batch, map[int]pipeline.OffsetRange{0: {First: 100, Last: 139}})); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(s.m.skipped.WithLabelValues(skipAlreadyWritten)); got != float64(len(second)) {
+		t.Errorf("rows_skipped_total{already_written} = %v after the batch, want %d (the second copies)", got, len(second))
+	}
+	third := relanded(first, 40)
+	if err := s.Write(ctx, buildOutput(t, third, map[int]pipeline.OffsetRange{0: {First: 140, Last: 159}})); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(s.m.skipped.WithLabelValues(skipAlreadyWritten)); got != float64(2*len(second)) {
+		t.Errorf("rows_skipped_total{already_written} = %v after the third copy, want %d", got, 2*len(second))
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertEachRowOnce(t, root, first)
+}
+
 // TestRollBySizeAndTime: a roll happens once RollRows rows are staged, and
 // after RollInterval for a slow stream, without Flush or Close.
 func TestRollBySizeAndTime(t *testing.T) {

@@ -36,10 +36,44 @@ type seenDay struct {
 	used uint64
 }
 
-func (d *seenDay) has(record string, pos int32) bool {
-	bits := d.recs[record]
+func (d *seenDay) has(record string, pos int32) bool { return hasBit(d.recs[record], pos) }
+
+// hasBit tells whether bit pos of a record's position set is set.
+func hasBit(bits []uint64, pos int32) bool {
 	w := int(pos) >> 6
 	return pos >= 0 && w < len(bits) && bits[w]&(1<<(uint(pos)&63)) != 0
+}
+
+// setBit sets bit pos of a position set, growing it as needed.
+func setBit(bits []uint64, pos int32) []uint64 {
+	w := int(pos) >> 6
+	if w >= len(bits) {
+		bits = slices.Grow(bits, w+1-len(bits))[:w+1]
+	}
+	bits[w] |= 1 << (uint(pos) & 63)
+	return bits
+}
+
+// runKey is one copy of a landed record in a batch: the rows of one record
+// id at one offset.
+type runKey struct {
+	record string
+	offset int64
+}
+
+// positionsOf is the set of positions rows hold of record: for the rare
+// record that lands twice in one batch, to skip its second copy.
+func positionsOf(rows []changeRow, record string) []uint64 {
+	var bits []uint64
+	for i := range rows {
+		if rows[i].RecordID == record && rows[i].Position >= 0 {
+			bits = setBit(bits, rows[i].Position)
+		}
+	}
+	if bits == nil {
+		bits = []uint64{}
+	}
+	return bits
 }
 
 func (d *seenDay) add(record string, pos int32) {
@@ -52,12 +86,7 @@ func (d *seenDay) add(record string, pos int32) {
 		// that is reused.
 		record = strings.Clone(record)
 	}
-	w := int(pos) >> 6
-	if w >= len(bits) {
-		bits = slices.Grow(bits, w+1-len(bits))[:w+1]
-	}
-	bits[w] |= 1 << (uint(pos) & 63)
-	d.recs[record] = bits
+	d.recs[record] = setBit(bits, pos)
 }
 
 // seenIndex is the sink's memory of what its trees hold, by day. A day is
@@ -70,6 +99,31 @@ type seenIndex struct {
 
 func newSeenIndex(root string) *seenIndex {
 	return &seenIndex{root: root, days: map[seenKey]*seenDay{}}
+}
+
+// addRows remembers staged rows. A record's rows come together, so each
+// run of one record is looked up and stored once. Every row's day must have
+// been read in (day) before.
+func (x *seenIndex) addRows(rows []changeRow) {
+	for i := 0; i < len(rows); {
+		r := &rows[i]
+		d := x.days[seenKey{r.Workspace, dayOf(arrowTimestamp(r.ReceivedAt))}]
+		record := r.RecordID
+		bits, ok := d.recs[record]
+		if !ok {
+			// The key must not point into an Arrow buffer or a row slice
+			// that is reused.
+			record = strings.Clone(record)
+		}
+		j := i
+		for ; j < len(rows) && rows[j].RecordID == r.RecordID && rows[j].Workspace == r.Workspace && rows[j].ReceivedAt == r.ReceivedAt; j++ {
+			if rows[j].Position >= 0 {
+				bits = setBit(bits, rows[j].Position)
+			}
+		}
+		d.recs[record] = bits
+		i = j
+	}
 }
 
 // day returns k's entry, reading the day's files in first.

@@ -138,8 +138,12 @@ func parseRange(s string) (stagedFile, bool) {
 // stage writes one partition's new rows of a batch as a staged file and
 // returns once it is durable.
 func (s *Sink) stage(ctx context.Context, dir string, f stagedFile, rows []changeRow) (int64, error) {
+	// The encoding buffer is the sink's, reused batch after batch (Write
+	// holds s.mu): a batch's file is megabytes.
+	s.stageBuf = appendStaged(s.stageBuf[:0], rows)
 	n, err := s.writeParquet(ctx, dir, f.name(), func(w io.Writer) error {
-		return writeStaged(w, rows)
+		_, err := w.Write(s.stageBuf)
+		return err
 	})
 	if err != nil {
 		return 0, err
