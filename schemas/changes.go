@@ -116,6 +116,30 @@ func (cb *ChangesBuilder) Append(c ResolvedChange) {
 	f[ColOffset].(*array.Int64Builder).Append(c.Offset)
 }
 
+// ChangesSize is what a batch is expected to hold: rows, and the bytes of
+// each string column in all. Estimates may be high or low; they only size
+// the builders.
+type ChangesSize struct {
+	Rows                                                            int
+	Workspace, Partner, CohortID, UserID, IDKind, IDValue, RecordID int
+}
+
+// Reserve sizes the builders for what is about to be appended. Grown by
+// appends instead, the columns of a batch of 50k rows were reallocated and
+// copied until reallocation was near half of Append's time.
+func (cb *ChangesBuilder) Reserve(sz ChangesSize) {
+	f := cb.b.Fields()
+	for _, b := range f {
+		b.Reserve(sz.Rows)
+	}
+	for _, c := range [...]struct{ col, bytes int }{
+		{ColWorkspace, sz.Workspace}, {ColPartner, sz.Partner}, {ColCohortID, sz.CohortID}, {ColUserID, sz.UserID},
+		{ColIDKind, sz.IDKind}, {ColIDValue, sz.IDValue}, {ColRecordID, sz.RecordID},
+	} {
+		f[c.col].(*array.StringBuilder).ReserveData(c.bytes)
+	}
+}
+
 // Len is the number of rows appended since the last NewRecordBatch.
 func (cb *ChangesBuilder) Len() int { return cb.b.Field(0).Len() }
 

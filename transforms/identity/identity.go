@@ -130,6 +130,7 @@ func (r *Resolver) Resolve(ctx context.Context, recs []pipeline.Record, rej *pip
 	}
 	b := schemas.NewChangesBuilder(r.mem)
 	defer b.Release()
+	b.Reserve(sizeOf(recs))
 	// Counts go to rej only once the whole batch is resolved, so that a
 	// failed Resolve leaves rej as it was and a retry does not count twice.
 	var pending []pendingRejection
@@ -160,6 +161,41 @@ func (r *Resolver) Resolve(ctx context.Context, recs []pipeline.Record, rej *pip
 	out := b.NewRecordBatch()
 	r.log.Debug("resolved batch", "records", len(recs), "rows", out.NumRows(), "rejected_ids", tally.rejected())
 	return out, nil
+}
+
+// sizeOf estimates the rows of recs as if every id matched, with user ids
+// as long as the ids that name them.
+func sizeOf(recs []pipeline.Record) schemas.ChangesSize {
+	var sz schemas.ChangesSize
+	for i := range recs {
+		p, ok := changesOf(recs[i].Envelope.Payload)
+		if !ok {
+			continue
+		}
+		e := &recs[i].Envelope
+		n, idBytes := 0, 0
+		for _, c := range p.Changes {
+			n += len(c.UserIDs) + len(c.DeviceIDs) + len(c.Aliases)
+			for _, id := range c.UserIDs {
+				idBytes += len(id)
+			}
+			for _, id := range c.DeviceIDs {
+				idBytes += len(id)
+			}
+			for _, a := range c.Aliases {
+				idBytes += len(a.Name) + len(a.Label) + 1
+			}
+		}
+		sz.Rows += n
+		sz.Workspace += n * len(e.Workspace)
+		sz.Partner += n * len(e.Partner)
+		sz.CohortID += n * len(p.CohortID)
+		sz.RecordID += n * len(e.RecordID)
+		sz.IDKind += n * len(schemas.IDKindExternalID)
+		sz.IDValue += idBytes
+		sz.UserID += idBytes
+	}
+	return sz
 }
 
 type pendingRejection struct {
