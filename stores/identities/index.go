@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -101,6 +102,8 @@ type Index struct {
 	usersMu   sync.Mutex
 	users     int64
 	usersTxID int // transaction that wrote users; commits may report out of order
+
+	group applyGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -256,42 +259,120 @@ func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error
 	// Decoding, and building the keys and values to write, happens before
 	// the write transaction: bbolt has one writer, which every partition's
 	// tail waits for, so only the puts belong inside it.
-	prepared := make([]preparedMessage, len(msgs))
+	req := &applyRequest{partition: partition, msgs: msgs, next: next, done: make(chan struct{})}
+	req.prepared = make([]preparedMessage, len(msgs))
 	for i, m := range msgs {
-		prepared[i] = prepare(partition, m)
+		req.prepared[i] = prepare(partition, m)
 	}
-	var out Applied
-	// Batch lets the tails of several partitions share one commit, which
-	// writes every page its transaction dirtied: users arrive in hash order,
-	// so at a fresh start most commits rewrite much of the tree. bbolt may
-	// run fn again when another call of the batch fails, so fn starts from
-	// nothing each time (out is reset, next only grows).
-	err := x.db.Batch(func(tx *bolt.Tx) error {
-		out = Applied{}
-		w := x.newWriteTx(tx)
-		stored := w.offset(partition)
-		for i, m := range msgs {
-			if m.Offset < stored {
-				continue
-			}
-			changed, err := w.apply(prepared[i])
-			if err != nil {
-				out.Skipped = append(out.Skipped, Skipped{Offset: m.Offset, Err: err})
-			} else if changed {
-				out.Records++
-			}
-			next = max(next, m.Offset+1)
+	x.group.run(req, x.applyAll)
+	if req.err != nil {
+		return Applied{}, fmt.Errorf("identities: apply partition %d: %w", partition, req.err)
+	}
+	return req.out, nil
+}
+
+// applyRequest is one Apply waiting for its transaction.
+type applyRequest struct {
+	partition int
+	msgs      []Message
+	prepared  []preparedMessage
+	next      int64
+	out       Applied
+	err       error
+	done      chan struct{}
+}
+
+// applyGroup lets the tails of several partitions share one write
+// transaction: the first Apply to find no transaction running writes every
+// request queued meanwhile, and goes on until none waits. One transaction
+// then writes all their users in key order (see fold), where each tail's
+// own transaction, or bbolt's Batch of them, wrote one tail's sorted run
+// after another into the same unsplit nodes.
+type applyGroup struct {
+	mu      sync.Mutex
+	pending []*applyRequest
+	busy    bool
+}
+
+// groupWait is how long the first request of a group waits for others,
+// bbolt's default MaxBatchDelay.
+const groupWait = 10 * time.Millisecond
+
+// run returns once req is written (or failed), by apply in this goroutine
+// or in the one that writes for the group.
+func (g *applyGroup) run(req *applyRequest, apply func([]*applyRequest)) {
+	g.mu.Lock()
+	g.pending = append(g.pending, req)
+	if g.busy {
+		g.mu.Unlock()
+		<-req.done
+		return
+	}
+	g.busy = true
+	// Let the other tails' requests join the first transaction, as bbolt's
+	// Batch did: commits cost about as much small as large, since random
+	// keys dirty pages all over the tree.
+	g.mu.Unlock()
+	time.Sleep(groupWait)
+	g.mu.Lock()
+	for len(g.pending) > 0 {
+		reqs := g.pending
+		g.pending = nil
+		g.mu.Unlock()
+		apply(reqs)
+		for _, r := range reqs {
+			close(r.done)
 		}
-		out.Next = max(stored, next)
-		if err := w.setOffset(partition, out.Next); err != nil {
+		g.mu.Lock()
+	}
+	g.busy = false
+	g.mu.Unlock()
+}
+
+// applyAll writes reqs in one transaction. Should it fail, each is tried
+// alone, so that one request's error is not every partition's.
+func (x *Index) applyAll(reqs []*applyRequest) {
+	err := x.db.Update(func(tx *bolt.Tx) error {
+		w := x.newWriteTx(tx)
+		f := newFold()
+		for _, r := range reqs {
+			r.out = Applied{}
+			stored := w.offset(r.partition)
+			next := r.next
+			for i, m := range r.msgs {
+				if m.Offset < stored {
+					continue
+				}
+				changed, err := f.add(w, r.prepared[i])
+				if err != nil {
+					r.out.Skipped = append(r.out.Skipped, Skipped{Offset: m.Offset, Err: err})
+				} else if changed {
+					r.out.Records++
+				}
+				next = max(next, m.Offset+1)
+			}
+			// Set at once: a later request of the same partition in this
+			// transaction reads it.
+			r.out.Next = max(stored, next)
+			if err := w.setOffset(r.partition, r.out.Next); err != nil {
+				return err
+			}
+		}
+		if err := f.write(w); err != nil {
 			return err
 		}
 		return w.flush()
 	})
-	if err != nil {
-		return Applied{}, fmt.Errorf("identities: apply partition %d: %w", partition, err)
+	if err == nil {
+		return
 	}
-	return out, nil
+	if len(reqs) == 1 {
+		reqs[0].err = err
+		return
+	}
+	for _, r := range reqs {
+		x.applyAll([]*applyRequest{r})
+	}
 }
 
 // ResetPartition removes every user that came from partition and sets its
@@ -427,27 +508,119 @@ func prepare(partition int, m Message) preparedMessage {
 	return p
 }
 
-// apply folds one prepared message in and reports whether the index changed.
-func (w *writeTx) apply(p preparedMessage) (bool, error) {
+// fold gathers what one transaction's Applies write: the last state of
+// every user their messages touch, decided in offset order, and written
+// afterwards in key order. bbolt splits a node only at commit, so within a
+// transaction the keys put into one leaf pile up in one slice; in arrival
+// order (hash order on the topic) every put moves half of that slice. In
+// key order each put lands after the ones before it.
+type fold struct {
+	users map[string]*foldedUser
+	order []*foldedUser
+	flags [2][]byte // the entry values, shared: bbolt only reads them
+}
+
+// foldedUser is one user's stored state before the transaction and after
+// the messages folded so far.
+type foldedUser struct {
+	ukey       []byte
+	oldEntries []entryKey // of the stored record, if any
+	existed    bool       // stored before the transaction
+	exists     bool
+	value      []byte
+	entries    []entryKey
+	flags      byte
+}
+
+func newFold() *fold {
+	return &fold{users: map[string]*foldedUser{}, flags: [2][]byte{{0}, {flagIdentified}}}
+}
+
+// add folds one prepared message in and reports whether it changed the
+// index, as applying it alone after the ones before would have.
+func (f *fold) add(w *writeTx, p preparedMessage) (bool, error) {
 	if p.err != nil {
 		return false, p.err
 	}
-	if p.tombstone {
-		return w.remove(p.ws, p.user)
-	}
-	if old := w.users.Get(p.ukey); old != nil {
-		if err := w.removeEntries(p.ws, p.user, old); err != nil {
-			return false, err
+	u, ok := f.users[string(p.ukey)]
+	if !ok {
+		u = &foldedUser{ukey: p.ukey}
+		if old := w.users.Get(p.ukey); old != nil {
+			// Decoded now: old points into the file. A corrupt record is
+			// not remembered, so every message of its user reports it.
+			rec, err := storedRecord(old)
+			if err != nil {
+				return false, fmt.Errorf("stored record: %w", err)
+			}
+			u.existed, u.exists, u.oldEntries = true, true, entryKeys(p.ws, p.user, rec)
 		}
-	} else {
+		f.users[string(p.ukey)] = u
+		f.order = append(f.order, u)
+	}
+	if p.tombstone {
+		if !u.exists {
+			return false, nil
+		}
+		u.exists, u.value, u.entries = false, nil, nil
+		w.usersN--
+		return true, nil
+	}
+	if !u.exists {
 		w.usersN++
 	}
-	for _, k := range p.entries {
-		if err := k.bucket(w).Put(k.key, []byte{p.flags}); err != nil {
-			return false, err
+	u.exists, u.value, u.entries, u.flags = true, p.value, p.entries, p.flags
+	return true, nil
+}
+
+// write applies the folded states: per bucket, the deletes and then the
+// puts, each sorted by key. An entry both deleted and put (the user kept
+// the id) is only put; entry keys name their user, so no two users share
+// one.
+func (f *fold) write(w *writeTx) error {
+	type put struct{ key, value []byte }
+	var users []put
+	var userDeletes [][]byte
+	puts := map[byte][]put{}
+	deletes := map[byte][][]byte{}
+	for _, u := range f.order {
+		var kept map[string]bool
+		if u.exists {
+			users = append(users, put{u.ukey, u.value})
+			kept = make(map[string]bool, len(u.entries))
+			for _, e := range u.entries {
+				puts[e.which] = append(puts[e.which], put{e.key, f.flags[u.flags&flagIdentified]})
+				kept[string(e.key)] = true
+			}
+		} else if u.existed {
+			userDeletes = append(userDeletes, u.ukey)
+		}
+		for _, e := range u.oldEntries {
+			if !kept[string(e.key)] {
+				deletes[e.which] = append(deletes[e.which], e.key)
+			}
 		}
 	}
-	return true, w.users.Put(p.ukey, p.value)
+	apply := func(b *bolt.Bucket, del [][]byte, ps []put) error {
+		slices.SortFunc(del, bytes.Compare)
+		for _, k := range del {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		slices.SortFunc(ps, func(a, b put) int { return bytes.Compare(a.key, b.key) })
+		for _, p := range ps {
+			if err := b.Put(p.key, p.value); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, which := range []byte{'e', 'a', 'd'} {
+		if err := apply(entryKey{which: which}.bucket(w), deletes[which], puts[which]); err != nil {
+			return err
+		}
+	}
+	return apply(w.users, userDeletes, users)
 }
 
 func (w *writeTx) remove(ws, user string) (bool, error) {
