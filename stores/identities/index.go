@@ -259,7 +259,7 @@ func (x *Index) Apply(partition int, msgs []Message, next int64) (Applied, error
 	// Decoding, and building the keys and values to write, happens before
 	// the write transaction: bbolt has one writer, which every partition's
 	// tail waits for, so only the puts belong inside it.
-	req := &applyRequest{partition: partition, msgs: msgs, next: next, done: make(chan struct{})}
+	req := &applyRequest{partition: partition, msgs: msgs, next: next, done: make(chan struct{}), lead: make(chan struct{})}
 	req.prepared = make([]preparedMessage, len(msgs))
 	for i, m := range msgs {
 		req.prepared[i] = prepare(partition, m)
@@ -280,52 +280,63 @@ type applyRequest struct {
 	out       Applied
 	err       error
 	done      chan struct{}
+	lead      chan struct{} // closed when this request is to write for the group
 }
 
 // applyGroup lets the tails of several partitions share one write
-// transaction: the first Apply to find no transaction running writes every
-// request queued meanwhile, and goes on until none waits. One transaction
-// then writes all their users in key order (see fold), where each tail's
-// own transaction, or bbolt's Batch of them, wrote one tail's sorted run
-// after another into the same unsplit nodes.
+// transaction: one Apply at a time leads, writing every request queued
+// meanwhile (its own included) in one transaction, and then hands the lead
+// to the oldest request still waiting. One transaction then writes all their
+// users in key order (see fold), where each tail's own transaction, or
+// bbolt's Batch of them, wrote one tail's sorted run after another into the
+// same unsplit nodes. A leader writes once and returns, so no tail is kept
+// from its own partition by serving the others.
 type applyGroup struct {
 	mu      sync.Mutex
 	pending []*applyRequest
-	busy    bool
+	busy    bool // a leader is writing or has been chosen
 }
 
-// groupWait is how long the first request of a group waits for others,
-// bbolt's default MaxBatchDelay.
+// groupWait is how long a request that finds no leader waits for others
+// before it writes, bbolt's default MaxBatchDelay.
 const groupWait = 10 * time.Millisecond
 
 // run returns once req is written (or failed), by apply in this goroutine
-// or in the one that writes for the group.
+// or in a leader's.
 func (g *applyGroup) run(req *applyRequest, apply func([]*applyRequest)) {
 	g.mu.Lock()
 	g.pending = append(g.pending, req)
 	if g.busy {
 		g.mu.Unlock()
-		<-req.done
-		return
-	}
-	g.busy = true
-	// Let the other tails' requests join the first transaction, as bbolt's
-	// Batch did: commits cost about as much small as large, since random
-	// keys dirty pages all over the tree.
-	g.mu.Unlock()
-	time.Sleep(groupWait)
-	g.mu.Lock()
-	for len(g.pending) > 0 {
-		reqs := g.pending
-		g.pending = nil
-		g.mu.Unlock()
-		apply(reqs)
-		for _, r := range reqs {
-			close(r.done)
+		select {
+		case <-req.done:
+			return
+		case <-req.lead:
 		}
 		g.mu.Lock()
+	} else {
+		// Let the other tails' requests join the first transaction, as
+		// bbolt's Batch did: a commit costs about as much small as large,
+		// since random keys dirty pages all over the tree.
+		g.busy = true
+		g.mu.Unlock()
+		time.Sleep(groupWait)
+		g.mu.Lock()
 	}
-	g.busy = false
+	// Only the leader takes from pending, so req is still there.
+	reqs := g.pending
+	g.pending = nil
+	g.mu.Unlock()
+	apply(reqs)
+	for _, r := range reqs {
+		close(r.done)
+	}
+	g.mu.Lock()
+	if len(g.pending) > 0 {
+		close(g.pending[0].lead)
+	} else {
+		g.busy = false
+	}
 	g.mu.Unlock()
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -524,5 +525,50 @@ func TestIndexUsersFollowsConcurrentCommits(t *testing.T) {
 	}
 	if got := openTestIndex(t, path).Users(); got != partitions*perPartition {
 		t.Errorf("after reopen Users() = %d, want %d", got, partitions*perPartition)
+	}
+}
+
+// TestApplyGroupWritesEachRequestOnce: tails applying at once all return,
+// every request is written by exactly one transaction, and no call writes
+// for the group more than once (a leader hands over instead of serving the
+// others for as long as they keep coming).
+func TestApplyGroupWritesEachRequestOnce(t *testing.T) {
+	t.Parallel()
+	var g applyGroup
+	var mu sync.Mutex
+	written := map[*applyRequest]int{}
+	transactions := 0
+	const tails, rounds = 8, 12
+	var wg sync.WaitGroup
+	for tail := range tails {
+		wg.Go(func() {
+			for i := range rounds {
+				// Tails arrive out of step, so that requests keep coming
+				// while a leader writes.
+				time.Sleep(time.Duration((tail*137+i*71)%20) * time.Millisecond)
+				req := &applyRequest{partition: tail, done: make(chan struct{}), lead: make(chan struct{})}
+				led := 0
+				g.run(req, func(reqs []*applyRequest) {
+					led++
+					time.Sleep(15 * time.Millisecond)
+					mu.Lock()
+					defer mu.Unlock()
+					transactions++
+					for _, r := range reqs {
+						written[r]++
+					}
+				})
+				mu.Lock()
+				n := written[req]
+				mu.Unlock()
+				if n != 1 || led > 1 {
+					t.Errorf("tail %d: request written %d times when run returned, after writing for the group %d times", tail, n, led)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(written) != tails*rounds || transactions >= tails*rounds {
+		t.Errorf("%d requests written in %d transactions; want %d requests in fewer transactions", len(written), transactions, tails*rounds)
 	}
 }
