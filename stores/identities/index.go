@@ -594,19 +594,20 @@ func (f *fold) write(w *writeTx) error {
 	puts := map[byte][]put{}
 	deletes := map[byte][][]byte{}
 	for _, u := range f.order {
-		var kept map[string]bool
 		if u.exists {
 			users = append(users, put{u.ukey, u.value})
-			kept = make(map[string]bool, len(u.entries))
 			for _, e := range u.entries {
 				puts[e.which] = append(puts[e.which], put{e.key, f.flags[u.flags&flagIdentified]})
-				kept[string(e.key)] = true
 			}
 		} else if u.existed {
 			userDeletes = append(userDeletes, u.ukey)
 		}
+		// A user has a handful of entries: a scan of the new ones costs
+		// less than a set of them. The bucket counts too: an external id
+		// and a device id of the same text have the same key bytes.
 		for _, e := range u.oldEntries {
-			if !kept[string(e.key)] {
+			kept := u.exists && slices.ContainsFunc(u.entries, func(n entryKey) bool { return n.which == e.which && bytes.Equal(n.key, e.key) })
+			if !kept {
 				deletes[e.which] = append(deletes[e.which], e.key)
 			}
 		}

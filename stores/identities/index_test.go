@@ -167,6 +167,18 @@ func TestIndexReplacedRecordDropsStaleEntries(t *testing.T) {
 	if got := ext("new-ext"); got != none {
 		t.Errorf("external id after removal: %+v", got)
 	}
+	// A device id that becomes the external id of the same text: the two
+	// entries have the same key bytes in different indexes, and the device
+	// entry must still go.
+	h := &feed{t: t, msgs: make([]Message, len(f.msgs)+1)}
+	h.put("acme", Record{UserID: "u1", ExternalID: "d-kept"})
+	apply(t, x, 0, h.msgs[len(f.msgs)+1:])
+	if got := dev("d-kept"); got != none {
+		t.Errorf("device id after it became the external id: %+v", got)
+	}
+	if got := ext("d-kept"); got != (match{"u1", true, true}) {
+		t.Errorf("external id that was a device id: %+v", got)
+	}
 }
 
 func TestIndexWorkspaceIsolation(t *testing.T) {
