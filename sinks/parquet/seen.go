@@ -36,8 +36,6 @@ type seenDay struct {
 	used uint64
 }
 
-func (d *seenDay) has(record string, pos int32) bool { return hasBit(d.recs[record], pos) }
-
 // hasBit tells whether bit pos of a record's position set is set.
 func hasBit(bits []uint64, pos int32) bool {
 	w := int(pos) >> 6
@@ -70,9 +68,6 @@ func positionsOf(rows []changeRow, record string) []uint64 {
 			bits = setBit(bits, rows[i].Position)
 		}
 	}
-	if bits == nil {
-		bits = []uint64{}
-	}
 	return bits
 }
 
@@ -80,13 +75,18 @@ func (d *seenDay) add(record string, pos int32) {
 	if pos < 0 {
 		return
 	}
-	bits, ok := d.recs[record]
-	if !ok {
-		// The key must not point into an Arrow buffer or a row slice
-		// that is reused.
-		record = strings.Clone(record)
+	key, bits := d.entry(record)
+	d.recs[key] = setBit(bits, pos)
+}
+
+// entry returns record's positions and the key to store them under: the
+// map's own key, or for a new record a copy, since record may point into an
+// Arrow buffer or a row slice that is reused.
+func (d *seenDay) entry(record string) (string, []uint64) {
+	if bits, ok := d.recs[record]; ok {
+		return record, bits
 	}
-	d.recs[record] = setBit(bits, pos)
+	return strings.Clone(record), nil
 }
 
 // seenIndex is the sink's memory of what its trees hold, by day. A day is
@@ -108,20 +108,14 @@ func (x *seenIndex) addRows(rows []changeRow) {
 	for i := 0; i < len(rows); {
 		r := &rows[i]
 		d := x.days[seenKey{r.Workspace, dayOf(arrowTimestamp(r.ReceivedAt))}]
-		record := r.RecordID
-		bits, ok := d.recs[record]
-		if !ok {
-			// The key must not point into an Arrow buffer or a row slice
-			// that is reused.
-			record = strings.Clone(record)
-		}
+		key, bits := d.entry(r.RecordID)
 		j := i
 		for ; j < len(rows) && rows[j].RecordID == r.RecordID && rows[j].Workspace == r.Workspace && rows[j].ReceivedAt == r.ReceivedAt; j++ {
 			if rows[j].Position >= 0 {
 				bits = setBit(bits, rows[j].Position)
 			}
 		}
-		d.recs[record] = bits
+		d.recs[key] = bits
 		i = j
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"math"
 	"os"
 	"slices"
@@ -25,15 +24,10 @@ const stagedMagic = "cohortsync-staged-1\n"
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// writeStaged encodes rows to w in one write. The whole file is built in
-// memory first (about the size of the batch's Arrow columns): appending to
-// one buffer costs a fraction of a buffered writer's call per field.
-func writeStaged(w io.Writer, rows []changeRow) error {
-	_, err := w.Write(appendStaged(nil, rows))
-	return err
-}
-
 // appendStaged appends the staged file of rows, checksum included, to b.
+// The whole file is built in memory (about the size of the batch's Arrow
+// columns) and written at once: appending to one buffer costs a fraction of
+// a buffered writer's call per field.
 func appendStaged(b []byte, rows []changeRow) []byte {
 	size := len(stagedMagic) + binary.MaxVarintLen64 + 4
 	for i := range rows {
