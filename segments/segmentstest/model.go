@@ -164,20 +164,19 @@ func (m *model) answer(c Case, user string) segments.Answer {
 // when it is an add). A second copy of an assignment is neither billable
 // nor a transition of its own.
 func (m *model) dataPoints(q DataPointCase) []segments.DataPointRow {
-	type uk struct {
-		k    CohortKey
-		user string
-	}
-	type vk struct {
-		uk
+	// changed tells, per (cohort, user, version), whether the change moved
+	// the user's membership.
+	type change struct {
+		k       CohortKey
+		user    string
 		version uint64
 	}
-	changed := map[vk]bool{}
+	changed := map[change]bool{}
 	for k, users := range m.history[q.Workspace] {
 		for user, h := range users {
 			prev := false
 			for _, c := range h {
-				changed[vk{uk{k, user}, c.Version}] = c.IsMember != prev
+				changed[change{k, user, c.Version}] = c.IsMember != prev
 				prev = c.IsMember
 			}
 		}
@@ -205,7 +204,7 @@ func (m *model) dataPoints(q DataPointCase) []segments.DataPointRow {
 			sums[g] = r
 		}
 		r.Billable++
-		if changed[vk{uk{CohortKey{p.Partner, p.CohortID}, p.UserID}, p.Version}] {
+		if changed[change{CohortKey{p.Partner, p.CohortID}, p.UserID, p.Version}] {
 			r.Transitions++
 		}
 	}
